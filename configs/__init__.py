@@ -1,0 +1,1 @@
+"""Experiment configs: ``configs/<family>.py`` defines ``get_config(variant)``."""

@@ -1,0 +1,1 @@
+"""Evaluation utilities: image grids, metrics."""

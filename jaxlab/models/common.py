@@ -1,0 +1,106 @@
+"""Pieces every model family shares: config base class, input checks, CFG, unpatchify."""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_DTYPES = ("float32", "bfloat16", "float16")
+_REMAT_NAMED = ("none", "full")
+
+
+def remat_policy(name: str):
+    """``"full"`` -> recompute everything; otherwise a ``jax.checkpoint_policies`` attribute name."""
+    if name == "full":
+        return None
+    policy = getattr(jax.checkpoint_policies, name, None)
+    if policy is None:
+        raise ValueError(f"unknown remat policy {name!r}; use 'none', 'full' or a jax.checkpoint_policies name")
+    return policy
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Base for the frozen architecture configs of every family.
+
+    Subclasses add fields and extend ``validate``; ``from_dict`` builds one from a mapping
+    (e.g. an ``ml_collections.ConfigDict``) and rejects unknown keys by name.
+    """
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]):
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; allowed fields: {allowed}")
+        config = cls(**dict(values))
+        config.validate()
+        return config
+
+    def replace(self, **changes):
+        return self.from_dict({**dataclasses.asdict(self), **changes})
+
+    def validate(self) -> None:
+        dtype = getattr(self, "dtype", "float32")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not supported; allowed values: {list(_DTYPES)}")
+        remat = getattr(self, "remat", "none")
+        if remat not in _REMAT_NAMED and not hasattr(jax.checkpoint_policies, remat):
+            raise ValueError(
+                f"remat={remat!r} is not supported; use one of {list(_REMAT_NAMED)} or a "
+                f"jax.checkpoint_policies name such as 'dots_with_no_batch_dims_saveable'"
+            )
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type in (int, "int") and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)):
+                raise ValueError(f"{field.name} must be an int, got {value!r}")
+
+
+def check_labels(y: jax.Array, num_classes: int, allow_null: bool) -> None:
+    """Raises if concrete labels fall outside ``[0, num_classes]`` (the null label included if allowed).
+
+    Inside ``jit`` the labels are abstract and cannot be checked here; entry points such as
+    ``launch/sample.py`` check them before tracing.
+    """
+    if isinstance(y, jax.core.Tracer):
+        return
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"class labels must be integers, got dtype {y.dtype}")
+    top = num_classes if allow_null else num_classes - 1
+    if y.size and (y.min() < 0 or y.max() > top):
+        raise ValueError(
+            f"class label out of range: got labels in [{y.min()}, {y.max()}], allowed [0, {top}]"
+            + (f" ({num_classes} is the null class used for guidance)" if allow_null else "")
+        )
+
+
+def guided_output(out: jax.Array, cfg_scale: float | jax.Array, guided_channels: int = 3) -> jax.Array:
+    """Official DiT classifier-free guidance on a doubled batch ``[cond; uncond]``, NHWC.
+
+    The first ``guided_channels`` output channels become ``uncond + s * (cond - uncond)`` in both
+    halves; the other channels are passed through unguided.
+    """
+    guided, rest = out[..., :guided_channels], out[..., guided_channels:]
+    cond, uncond = jnp.split(guided, 2, axis=0)
+    half = uncond + cfg_scale * (cond - uncond)
+    return jnp.concatenate([jnp.concatenate([half, half], axis=0), rest], axis=-1)
+
+
+def unpatchify(tokens: jax.Array, patch_size: int, channels: int) -> jax.Array:
+    """``[N, T, p*p*C]`` -> ``[N, H, W, C]``; each token reads as ``[p, p, C]`` (channels fastest), tokens row-major."""
+    n, t, _ = tokens.shape
+    g = int(round(t**0.5))
+    if g * g != t:
+        raise ValueError(f"unpatchify needs a square token grid, got {t} tokens")
+    p = patch_size
+    x = tokens.reshape(n, g, g, p, p, channels).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, g * p, g * p, channels)
+
+
+def count_params(params) -> int:
+    """Number of scalars in a parameter tree."""
+    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,40 @@
+"""Registry: family name -> (module class, config class, named presets)."""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+
+from jaxlab.models import dit
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    name: str
+    module: type[nn.Module]
+    config: type
+    presets: Mapping[str, Mapping[str, Any]]
+
+
+FAMILIES: dict[str, Family] = {
+    "dit": Family("dit", dit.DiT, dit.DiTConfig, dit.PRESETS),
+}
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; known families: {sorted(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def build_model(family: str, preset: str | None = None, **overrides) -> nn.Module:
+    """Builds ``family``'s module from a named preset (e.g. ``"DiT-XL/2"``) plus field overrides."""
+    fam = get_family(family)
+    fields = {}
+    if preset is not None:
+        if preset not in fam.presets:
+            raise ValueError(f"unknown {family} preset {preset!r}; known presets: {sorted(fam.presets)}")
+        fields.update(fam.presets[preset])
+    fields.update(overrides)
+    return fam.module(fam.config.from_dict(fields))

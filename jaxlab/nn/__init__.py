@@ -1,0 +1,54 @@
+"""Shared, pure Flax building blocks used by several model families.
+
+Conventions (every family follows them):
+
+- Images are NHWC; token sequences are ``[batch, length, embed]``.
+- Parameters are float32 (``param_dtype``); ``dtype`` is the compute dtype.
+- Every parameter carries logical axis names (``nn.with_logical_partitioning``).
+  The names used across jaxlab are listed in ``LOGICAL_AXES``; the mapping from
+  them to mesh axes lives in one place, ``jaxlab.train.sharding``.
+"""
+
+from jaxlab.nn.attention import MultiHeadSelfAttention
+from jaxlab.nn.embeddings import (
+    LabelEmbedder,
+    PatchEmbed,
+    TimestepEmbedder,
+    sincos_2d_table,
+    timestep_features,
+)
+from jaxlab.nn.linear import dense, dense_general, logical_init
+from jaxlab.nn.mlp import Mlp
+from jaxlab.nn.modulation import AdaLNModulation, layer_norm_no_affine, modulate
+
+# Logical axis names that parameters and activations carry.
+LOGICAL_AXES = (
+    "batch",  # examples
+    "length",  # tokens / sequence positions
+    "embed",  # model width (residual stream)
+    "mlp",  # MLP hidden and adaLN modulation outputs
+    "heads",  # attention heads
+    "kv",  # per-head feature dim
+    "vocab",  # token vocabulary
+    "classes",  # class-label table rows
+    "patch",  # flattened patch features (p * p * C)
+    "freq",  # sinusoidal frequency features
+    "layers",  # stacked (scanned) blocks
+)
+
+__all__ = [
+    "AdaLNModulation",
+    "LabelEmbedder",
+    "LOGICAL_AXES",
+    "Mlp",
+    "MultiHeadSelfAttention",
+    "PatchEmbed",
+    "TimestepEmbedder",
+    "dense",
+    "dense_general",
+    "layer_norm_no_affine",
+    "logical_init",
+    "modulate",
+    "sincos_2d_table",
+    "timestep_features",
+]

@@ -1,0 +1,1 @@
+"""Training: train state, sharding, steps, loop, checkpoints, metrics."""

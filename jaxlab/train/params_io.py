@@ -1,0 +1,52 @@
+"""Model checkpoints for inference: a directory with ``model.json`` and orbax ``params/``.
+
+``model.json`` records the family and the full model config, so a checkpoint rebuilds its
+own module: ``module, params = load_model(path)``. Written by ``launch/convert.py`` (and by
+training, for exported EMA weights).
+"""
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxlab.models.registry import get_family
+
+MODEL_JSON = "model.json"
+
+
+def save_model(path: str | pathlib.Path, family: str, config, params, *, overwrite: bool = False) -> pathlib.Path:
+    """Writes ``params`` and the model's config to ``path`` (refuses to replace an existing one)."""
+    path = pathlib.Path(path).absolute()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another output path or pass overwrite=True (--overwrite)")
+    path.mkdir(parents=True, exist_ok=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(path / "params", params, force=overwrite)
+    checkpointer.wait_until_finished()
+    (path / MODEL_JSON).write_text(json.dumps({"family": family, "config": dataclasses.asdict(config)}, indent=2))
+    return path
+
+
+def load_model(path: str | pathlib.Path):
+    """Reads a directory written by ``save_model`` -> ``(module, params)`` (float32 numpy leaves)."""
+    path = pathlib.Path(path).absolute()
+    meta_file = path / MODEL_JSON
+    if not meta_file.exists():
+        raise FileNotFoundError(
+            f"{path} is not a jaxlab model checkpoint (no {MODEL_JSON}); create one with "
+            f"`python -m launch.convert` or point at a directory written by save_model"
+        )
+    meta = json.loads(meta_file.read_text())
+    family = get_family(meta["family"])
+    config = family.config.from_dict(meta["config"])
+    params = ocp.StandardCheckpointer().restore(path / "params")
+    return family.module(config), _as_numpy(params)
+
+
+def _as_numpy(tree):
+    if isinstance(tree, dict):
+        return {k: _as_numpy(v) for k, v in tree.items()}
+    return np.asarray(tree)

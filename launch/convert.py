@@ -1,0 +1,52 @@
+"""Convert an official PyTorch checkpoint into a jaxlab model checkpoint.
+
+  python -m launch.convert --family=dit --checkpoint=DiT-XL-2-256x256.pt \
+      --preset=DiT-XL/2 --output=/tmp/dit_xl2
+
+``--torch_kwargs`` (JSON) gives the official constructor's keyword arguments; ``--preset``
+names a jaxlab preset instead (e.g. ``DiT-XL/2``; for the 512px DiT add
+``--torch_kwargs='{"input_size": 64}'``). ``.pt`` files are read with
+``torch.load(weights_only=True)`` (needs ``pip install 'jaxlab[torch]'``); ``.safetensors``
+needs no torch.
+"""
+
+import json
+import pathlib
+
+from absl import app, flags
+
+from jaxlab.convert import from_torch
+from jaxlab.convert.io import load_state_dict
+from jaxlab.models.registry import get_family
+from jaxlab.train.params_io import save_model
+
+_FAMILY = flags.DEFINE_string("family", "dit", "model family (dit, ...)")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "official .pt/.pth/.safetensors file", required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "output directory (must not exist)", required=True)
+_PRESET = flags.DEFINE_string("preset", None, "jaxlab preset name whose fields are the official kwargs")
+_TORCH_KWARGS = flags.DEFINE_string("torch_kwargs", "{}", "JSON object of official constructor kwargs")
+_KEY = flags.DEFINE_string("key", None, "entry of a nested training checkpoint (default: ema, then model)")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace an existing output directory")
+
+
+def main(argv):
+    del argv
+    family = get_family(_FAMILY.value)
+    if pathlib.Path(_OUTPUT.value).exists() and not _OVERWRITE.value:
+        raise app.UsageError(f"--output {_OUTPUT.value} already exists; pick a new directory or pass --overwrite")
+    try:
+        kwargs = json.loads(_TORCH_KWARGS.value)
+    except json.JSONDecodeError as e:
+        raise app.UsageError(f"--torch_kwargs is not valid JSON: {e}") from None
+    if _PRESET.value is not None:
+        if _PRESET.value not in family.presets:
+            raise app.UsageError(f"unknown preset {_PRESET.value!r}; known: {sorted(family.presets)}")
+        kwargs = {**family.presets[_PRESET.value], **kwargs}
+    state_dict = load_state_dict(_CHECKPOINT.value, key=_KEY.value)
+    module, params = from_torch(family.name, kwargs, state_dict)
+    path = save_model(_OUTPUT.value, family.name, module.config, params, overwrite=_OVERWRITE.value)
+    print(f"wrote {family.name} checkpoint to {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)
