@@ -59,14 +59,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             cfg_scale=4.0,  # 1.0 disables classifier-free guidance
             eta=0.0,  # DDIM only
             clip_denoised=False,
-            classes=[207, 360, 387, 974, 88, 979, 417, 279],  # sample.py's default labels
+            classes=(207, 360, 387, 974, 88, 979, 417, 279),  # the labels of DiT sample.py
             num_samples=8,
             batch_size=8,
             latent=True,  # outputs are VAE latents (decode with the VAE); False: pixels in [-1, 1]
         )
     )
     if variant in _SMALL:
-        config.sample.classes = [0, 1, 2, 3]
+        config.sample.classes = (0, 1, 2, 3)
         config.sample.num_samples = 4
         config.sample.batch_size = 4
         config.sample.num_steps = 10

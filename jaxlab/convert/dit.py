@@ -62,7 +62,7 @@ def convert(torch_kwargs: Mapping[str, Any], state_dict: Mapping[str, Any], **op
     if "pos_embed" in sd:
         expected = pos_embed_table(config.hidden_size, config.input_size // config.patch_size)
         stored = sd["pos_embed"].reshape(-1, config.hidden_size)
-        if stored.shape != expected.shape or not np.allclose(stored, expected, atol=1e-5):
+        if stored.shape != expected.shape or not np.allclose(stored, expected, atol=1e-2):  # loose enough for bf16 files
             raise ValueError(
                 f"the checkpoint's pos_embed {stored.shape} is not the sin-cos table of input_size="
                 f"{config.input_size}, patch_size={config.patch_size}; check the kwargs"
