@@ -8,6 +8,13 @@ names a jaxlab preset instead (e.g. ``DiT-XL/2``; for the 512px DiT add
 ``--torch_kwargs='{"input_size": 64}'``). ``.pt`` files are read with
 ``torch.load(weights_only=True)`` (needs ``pip install 'jaxlab[torch]'``); ``.safetensors``
 needs no torch.
+
+Sharded Hugging Face checkpoints (e.g. LLaDA-8B) are read from their directory or
+``model.safetensors.index.json``; ``--torch_config`` reads the official kwargs from a
+``config.json``:
+
+  python -m launch.convert --family=llada --checkpoint=LLaDA-8B-Instruct/ \
+      --torch_config=LLaDA-8B-Instruct/config.json --output=/tmp/llada_8b
 """
 
 import json
@@ -16,7 +23,7 @@ import pathlib
 from absl import app, flags
 
 from jaxlab.convert import from_torch
-from jaxlab.convert.io import load_state_dict
+from jaxlab.convert.io import load_sharded_safetensors, load_state_dict
 from jaxlab.models.registry import get_family
 from jaxlab.train.params_io import save_model
 
@@ -25,6 +32,7 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "official .pt/.pth/.safete
 _OUTPUT = flags.DEFINE_string("output", None, "output directory (must not exist)", required=True)
 _PRESET = flags.DEFINE_string("preset", None, "jaxlab preset name whose fields are the official kwargs")
 _TORCH_KWARGS = flags.DEFINE_string("torch_kwargs", "{}", "JSON object of official constructor kwargs")
+_TORCH_CONFIG = flags.DEFINE_string("torch_config", None, "JSON file of official kwargs (e.g. a HF config.json)")
 _KEY = flags.DEFINE_string("key", None, "entry of a nested training checkpoint (default: ema, then model)")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace an existing output directory")
 
@@ -38,11 +46,17 @@ def main(argv):
         kwargs = json.loads(_TORCH_KWARGS.value)
     except json.JSONDecodeError as e:
         raise app.UsageError(f"--torch_kwargs is not valid JSON: {e}") from None
+    if _TORCH_CONFIG.value is not None:
+        kwargs = {**json.loads(pathlib.Path(_TORCH_CONFIG.value).read_text()), **kwargs}
     if _PRESET.value is not None:
         if _PRESET.value not in family.presets:
             raise app.UsageError(f"unknown preset {_PRESET.value!r}; known: {sorted(family.presets)}")
         kwargs = {**family.presets[_PRESET.value], **kwargs}
-    state_dict = load_state_dict(_CHECKPOINT.value, key=_KEY.value)
+    checkpoint = pathlib.Path(_CHECKPOINT.value)
+    if checkpoint.is_dir() or checkpoint.name.endswith(".index.json"):
+        state_dict = load_sharded_safetensors(checkpoint)
+    else:
+        state_dict = load_state_dict(checkpoint, key=_KEY.value)
     module, params = from_torch(family.name, kwargs, state_dict)
     path = save_model(_OUTPUT.value, family.name, module.config, params, overwrite=_OVERWRITE.value)
     print(f"wrote {family.name} checkpoint to {path}")

@@ -10,10 +10,11 @@ tree for ``module.apply({"params": params}, ...)``. Torch itself is never needed
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jaxlab.convert import dit
+from jaxlab.convert import dit, llada
 
 _CONVERTERS: dict[str, Callable[..., tuple[Any, dict]]] = {
     "dit": dit.convert,
+    "llada": llada.convert,
 }
 
 

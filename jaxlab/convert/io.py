@@ -65,3 +65,37 @@ def _load_safetensors(path) -> dict[str, Any]:
     except (TypeError, ValueError):  # bfloat16 tensors have no numpy dtype: go through torch
         with safe_open(path, framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def load_sharded_safetensors(path: str | pathlib.Path) -> dict[str, np.ndarray]:
+    """Reads a Hugging Face sharded checkpoint: ``model.safetensors.index.json`` + its shards.
+
+    ``path`` is the index file or the directory holding it. Every tensor named in the index's
+    ``weight_map`` is read from its shard (bfloat16 is widened to float32); a missing shard or
+    tensor raises before anything is converted.
+    """
+    import json
+
+    path = pathlib.Path(path)
+    index = path / "model.safetensors.index.json" if path.is_dir() else path
+    if not index.is_file():
+        raise FileNotFoundError(
+            f"no sharded-checkpoint index at {index}; pass the model.safetensors.index.json file or its directory"
+        )
+    weight_map = json.loads(index.read_text()).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{index} has no 'weight_map' (expected {{tensor name: shard file}})")
+    by_shard: dict[str, list[str]] = {}
+    for name, shard in weight_map.items():
+        by_shard.setdefault(shard, []).append(name)
+    missing = sorted(s for s in by_shard if not (index.parent / s).is_file())
+    if missing:
+        raise FileNotFoundError(f"{index} names shard(s) that are not in {index.parent}: {missing}")
+    out: dict[str, np.ndarray] = {}
+    for shard, names in sorted(by_shard.items()):
+        tensors = _load_safetensors(index.parent / shard)
+        absent = sorted(set(names) - set(tensors))
+        if absent:
+            raise KeyError(f"shard {shard} lacks tensor(s) {absent[:5]} that {index.name} assigns to it")
+        out.update({name: to_numpy(tensors[name]) for name in names})
+    return out

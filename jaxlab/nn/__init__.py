@@ -17,9 +17,13 @@ from jaxlab.nn.embeddings import (
     sincos_2d_table,
     timestep_features,
 )
+from jaxlab.nn.gated_mlp import GatedMlp
+from jaxlab.nn.kv_cache import KVCache, init_kv_cache
 from jaxlab.nn.linear import dense, dense_general, logical_init
 from jaxlab.nn.mlp import Mlp
 from jaxlab.nn.modulation import AdaLNModulation, layer_norm_no_affine, modulate
+from jaxlab.nn.rmsnorm import RMSNorm
+from jaxlab.nn.rotary_attention import RotaryAttention
 
 # Logical axis names that parameters and activations carry.
 LOGICAL_AXES = (
@@ -38,14 +42,19 @@ LOGICAL_AXES = (
 
 __all__ = [
     "AdaLNModulation",
+    "GatedMlp",
+    "KVCache",
     "LabelEmbedder",
     "LOGICAL_AXES",
     "Mlp",
     "MultiHeadSelfAttention",
     "PatchEmbed",
+    "RMSNorm",
+    "RotaryAttention",
     "TimestepEmbedder",
     "dense",
     "dense_general",
+    "init_kv_cache",
     "layer_norm_no_affine",
     "logical_init",
     "modulate",
