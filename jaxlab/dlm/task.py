@@ -1,0 +1,71 @@
+"""Masked-diffusion LM training as a ``jaxlab.train.task.Task``.
+
+Batches: ``{"tokens": [B, L] int32}`` (pre-training) plus ``"prompt_lengths": [B] int32`` for SFT,
+where positions ``< prompt_length`` are the prompt (never masked) and the rest is the answer
+(EOS-padded answers included, as in LLaDA's SFT). The model is any linen module whose
+``apply({"params": p}, tokens [B, L])`` returns logits ``[B, L, V]`` (LLaDA, ``jaxlab.models.dlm``).
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxlab.dlm.objective import MASK_EPS, draw_noise, masked_diffusion_loss
+
+OBJECTIVES = ("pretrain", "sft")
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedDiffusionTask:
+    """LLaDA's objective on ``module``: ``objective="pretrain"`` (everything may be masked) or ``"sft"``."""
+
+    module: nn.Module
+    mask_id: int
+    objective: str = "sft"
+    eps: float = MASK_EPS
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective={self.objective!r} is not supported; use one of {list(OBJECTIVES)}")
+        if not 0.0 <= self.eps < 1.0:
+            raise ValueError(f"eps={self.eps} must be in [0, 1) (LLaDA uses 1e-3)")
+
+    def logits(self, params, tokens: jax.Array) -> jax.Array:
+        """``tokens [B, L]`` -> ``logits [B, L, V]`` (the network in inference form: no dropout)."""
+        return self.module.apply({"params": params}, tokens)
+
+    def init_params(self, rng: jax.Array, batch):
+        tokens = jnp.asarray(batch["tokens"], jnp.int32)
+        return self.module.init(rng, tokens)["params"]
+
+    def loss_fn(self, params, batch, rng: jax.Array):
+        tokens = jnp.asarray(batch["tokens"], jnp.int32)
+        prompt_lengths = None
+        if self.objective == "sft":
+            if "prompt_lengths" not in batch:
+                raise KeyError("the SFT objective needs batch['prompt_lengths'] [B]; use objective='pretrain' for plain text")
+            prompt_lengths = jnp.asarray(batch["prompt_lengths"], jnp.int32)
+        t, u = draw_noise(rng, *tokens.shape)
+        loss, aux = masked_diffusion_loss(
+            lambda noisy: self.logits(params, noisy), tokens, t, u, self.mask_id,
+            prompt_lengths=prompt_lengths, eps=self.eps,
+        )
+        return loss, _metrics(loss, tokens, aux)
+
+
+def _metrics(loss: jax.Array, tokens: jax.Array, aux) -> dict[str, jax.Array]:
+    """Scalar metrics: the loss, the fraction of positions masked, and on the masked positions the
+    plain (unweighted) cross-entropy and the argmax accuracy."""
+    masked = aux["masked"]
+    count = jnp.maximum(jnp.sum(masked), 1)
+    logp = jax.nn.log_softmax(aux["logits"].astype(jnp.float32), axis=-1)
+    ce = -jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+    correct = jnp.argmax(logp, axis=-1) == tokens
+    return {
+        "loss": loss,
+        "masked_fraction": jnp.mean(masked.astype(jnp.float32)),
+        "masked_ce": jnp.sum(jnp.where(masked, ce, 0.0)) / count,
+        "masked_accuracy": jnp.sum(jnp.where(masked, correct, False)) / count,
+    }
