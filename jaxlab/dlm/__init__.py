@@ -1,0 +1,24 @@
+"""Masked diffusion language models: decoders (and, from part B, the training objective).
+
+- ``decode(module, params, prompt_ids, DecodeConfig(...))``: DCD sliding-window / block decoding
+  with optional prefix / dual KV caches (``jaxlab.dlm.decoding``).
+- ``llada_generate``: LLaDA's semi-autoregressive low-confidence remasking sampler;
+  ``fastdllm_generate``: Fast-dLLM's block decoding with no / prefix / dual cache
+  (``jaxlab.dlm.samplers``).
+"""
+
+from jaxlab.dlm.decoding import DecodeConfig, DecodeResult, decode, make_decoder
+from jaxlab.dlm.samplers import GenerateResult, fastdllm_generate, llada_generate
+
+generate = llada_generate
+
+__all__ = [
+    "DecodeConfig",
+    "DecodeResult",
+    "GenerateResult",
+    "decode",
+    "fastdllm_generate",
+    "generate",
+    "llada_generate",
+    "make_decoder",
+]
