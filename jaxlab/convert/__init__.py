@@ -10,11 +10,12 @@ tree for ``module.apply({"params": params}, ...)``. Torch itself is never needed
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jaxlab.convert import dit, llada
+from jaxlab.convert import dic, dit, llada
 
 _CONVERTERS: dict[str, Callable[..., tuple[Any, dict]]] = {
     "dit": dit.convert,
     "llada": llada.convert,
+    "dic": dic.convert,
 }
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxlab.models import dit, dlm
+from jaxlab.models import dic, dit, dlm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +20,7 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "dit": Family("dit", dit.DiT, dit.DiTConfig, dit.PRESETS),
     "llada": Family("llada", dlm.LLaDA, dlm.LLaDAConfig, dlm.PRESETS),
+    "dic": Family("dic", dic.DiC, dic.DiCConfig, dic.PRESETS),
 }
 
 
