@@ -103,6 +103,8 @@ class DecodeConfig:
                 f"block_size={self.block_size} is larger than generate_length={self.generate_length}; "
                 f"the block must fit in the generated span"
             )
+        if not isinstance(self.decode_param, (int, float, np.integer, np.floating)) or isinstance(self.decode_param, bool):
+            raise ValueError(f"decode_param={self.decode_param!r} must be a number (threshold or tokens per step)")
         if _parse_algo(self.decode_algo)[1] == "fixed":
             if float(self.decode_param) != int(self.decode_param) or int(self.decode_param) < 1:
                 raise ValueError(f"decode_algo='fixed' needs a positive integer decode_param, got {self.decode_param!r}")
@@ -174,6 +176,8 @@ def check_prompt(prompt: np.ndarray, model_config, generate_length: int, mask_id
     if not np.issubdtype(prompt.dtype, np.integer):
         raise ValueError(f"prompt_ids must be integer token ids, got dtype {prompt.dtype}")
     vocab = model_config.embedding_size
+    if not 0 <= mask_id < vocab:
+        raise ValueError(f"mask_id={mask_id} is outside the vocabulary [0, {vocab})")
     if prompt.min() < 0 or prompt.max() >= vocab:
         raise ValueError(f"prompt ids must lie in [0, {vocab}), got [{prompt.min()}, {prompt.max()}]")
     if (prompt == mask_id).any():
@@ -185,9 +189,6 @@ def check_prompt(prompt: np.ndarray, model_config, generate_length: int, mask_id
             f"prompt length {prompt.shape[1]} + generate length {generate_length} = "
             f"{prompt.shape[1] + generate_length} exceeds the model context max_sequence_length={context}"
         )
-    for name, value in (("mask_id", mask_id),):
-        if not 0 <= value < vocab:
-            raise ValueError(f"{name}={value} is outside the vocabulary [0, {vocab})")
     return prompt.astype(np.int32)
 
 

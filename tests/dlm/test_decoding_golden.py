@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxlab.convert import from_torch
-from jaxlab.dlm import DecodeConfig, decode, fastdllm_generate, generate
+from jaxlab.dlm import DecodeConfig, decode, fastdllm_generate, generate, samplers
 from tests.conftest import GoldenCase
 
 DCD_CASES = ("dcd_sliding_threshold", "dcd_static_threshold", "dcd_sliding_fixed", "dcd_sliding_dualcache")
@@ -47,18 +47,25 @@ def test_dcd_decode_matches_reference(name):
 def test_llada_generate_matches_reference():
     case = GoldenCase("dlm", "llada_generate_block")
     module, params = _model(case)
-    result = generate(module, params, case["inputs/prompt"], steps=16, gen_length=32, block_length=8,
-                      temperature=0.0, cfg_scale=0.0, remasking="low_confidence", mask_id=62)
+    kw = dict(steps=16, gen_length=32, block_length=8, temperature=0.0, cfg_scale=0.0, remasking="low_confidence", mask_id=62)
+    result = generate(module, params, case["inputs/prompt"], **kw)
     assert result.num_forward == case.meta["num_forward"] == 16
     for key in ("tokens", "committed", "commit_step"):
         _assert_equal(key, getattr(result, key), case[f"outputs/{key}"])
+    traced = dict(samplers.TRACE_COUNTS)
+    generate(module, params, case["inputs/prompt"][::-1], **kw)  # new prompts, same shape: no retrace
+    assert dict(samplers.TRACE_COUNTS) == traced and traced["llada_generate_step"] >= 1
 
 
 def test_fastdllm_dual_cache_matches_reference():
     case = GoldenCase("dlm", "fastdllm_dualcache")
     module, params = _model(case)
-    result = fastdllm_generate(module, params, case["inputs/prompt"], steps=16, gen_length=32, block_length=8,
-                               temperature=0.0, remasking="low_confidence", mask_id=62, threshold=0.9, cache="dual")
+    kw = dict(steps=16, gen_length=32, block_length=8, temperature=0.0, remasking="low_confidence", mask_id=62,
+              threshold=0.9, cache="dual")
+    result = fastdllm_generate(module, params, case["inputs/prompt"], **kw)
+    traced = dict(samplers.TRACE_COUNTS)
+    fastdllm_generate(module, params, case["inputs/prompt"] + 1, **kw)  # new prompt, same shape: no retrace
+    assert dict(samplers.TRACE_COUNTS) == traced
     assert result.num_forward == int(case["outputs/num_forward"]) == 25
     _assert_equal("tokens", result.tokens, case["outputs/tokens"])
     _assert_equal("commit_step", result.commit_step, case["outputs/commit_step"])
