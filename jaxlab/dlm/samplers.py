@@ -306,3 +306,13 @@ def _fastdllm(module, st: _Settings, params, prompt, key):
 @functools.lru_cache(maxsize=64)
 def _compiled(impl, module_type, model_config, settings: _Settings):
     return jax.jit(functools.partial(impl, module_type(model_config), settings))
+
+
+def generate_with_prefix_cache(module, params, prompt, **kwargs) -> GenerateResult:
+    """Fast-dLLM's ``generate_with_prefix_cache``: ``fastdllm_generate(..., cache='prefix')``."""
+    return fastdllm_generate(module, params, prompt, cache="prefix", **kwargs)
+
+
+def generate_with_dual_cache(module, params, prompt, **kwargs) -> GenerateResult:
+    """Fast-dLLM's ``generate_with_dual_cache``: ``fastdllm_generate(..., cache='dual')``."""
+    return fastdllm_generate(module, params, prompt, cache="dual", **kwargs)

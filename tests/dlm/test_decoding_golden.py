@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxlab.convert import from_torch
-from jaxlab.dlm import DecodeConfig, decode, fastdllm_generate, generate, samplers
+from jaxlab.dlm import DecodeConfig, decode, generate, generate_with_dual_cache, samplers
 from tests.conftest import GoldenCase
 
 DCD_CASES = ("dcd_sliding_threshold", "dcd_static_threshold", "dcd_sliding_fixed", "dcd_sliding_dualcache")
@@ -61,10 +61,10 @@ def test_fastdllm_dual_cache_matches_reference():
     case = GoldenCase("dlm", "fastdllm_dualcache")
     module, params = _model(case)
     kw = dict(steps=16, gen_length=32, block_length=8, temperature=0.0, remasking="low_confidence", mask_id=62,
-              threshold=0.9, cache="dual")
-    result = fastdllm_generate(module, params, case["inputs/prompt"], **kw)
+              threshold=0.9)
+    result = generate_with_dual_cache(module, params, case["inputs/prompt"], **kw)
     traced = dict(samplers.TRACE_COUNTS)
-    fastdllm_generate(module, params, case["inputs/prompt"] + 1, **kw)  # new prompt, same shape: no retrace
+    generate_with_dual_cache(module, params, case["inputs/prompt"] + 1, **kw)  # new prompt, same shape: no retrace
     assert dict(samplers.TRACE_COUNTS) == traced
     assert result.num_forward == int(case["outputs/num_forward"]) == 25
     _assert_equal("tokens", result.tokens, case["outputs/tokens"])
