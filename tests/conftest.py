@@ -1,11 +1,38 @@
-"""Shared test setup: full-precision matmuls and the golden-vector loader."""
+"""Shared test setup: fast XLA:CPU compiles, full-precision matmuls and the golden-vector loader."""
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
-import jax
-import numpy as np
-import pytest
+# Test-sized programs spend most of their time in XLA:CPU's compiler. These options make it
+# several times cheaper (float32 numerics stay within the golden tolerances). They go in the
+# environment, before JAX starts its backend, so subprocesses and notebook kernels inherit them.
+# An XLA that does not know one of them would abort at start-up, so they are checked first.
+FAST_COMPILE_FLAGS = (
+    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true --xla_cpu_use_fusion_emitters=false"
+)
+
+
+def _enable_fast_compile() -> None:
+    if os.environ.get("JAXLAB_TEST_DEFAULT_XLA"):  # opt out: test with the compiler's defaults
+        return
+    flags = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), FAST_COMPILE_FLAGS]))
+    probe = subprocess.run(
+        [sys.executable, "-c", "import jax.numpy as jnp; jnp.zeros(1).block_until_ready()"],
+        env={**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+    )
+    if probe.returncode == 0:
+        os.environ["XLA_FLAGS"] = flags
+
+
+_enable_fast_compile()
+
+import jax  # noqa: E402  (after XLA_FLAGS is final)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 # Equivalence with the float32 PyTorch reference needs full-f32 matmuls (no TF32/bf16 passes).
 jax.config.update("jax_default_matmul_precision", "highest")

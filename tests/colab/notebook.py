@@ -8,12 +8,6 @@ from nbclient import NotebookClient
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-# Test-only: cheaper XLA:CPU code generation (jitted functions compile several times faster;
-# numerics are unchanged). Users run the notebooks with default flags.
-FAST_COMPILE_FLAGS = (
-    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true --xla_cpu_use_fusion_emitters=false"
-)
-
 
 def execute_notebook(name: str, monkeypatch, parameters: dict[str, object] | None = None, timeout: int = 180):
     """Runs ``colab/<name>`` top to bottom and returns ``(notebook, all code-cell outputs)``.
@@ -21,10 +15,10 @@ def execute_notebook(name: str, monkeypatch, parameters: dict[str, object] | Non
     ``parameters`` replace assignments ``NAME = ...`` in the notebook's cell tagged
     ``parameters`` (papermill's convention), e.g. fewer training steps for CI.
     """
-    # The kernel ("python3" = this interpreter) must import jaxlab and configs from this checkout.
+    # The kernel ("python3" = this interpreter) must import jaxlab and configs from this checkout;
+    # it inherits the test session's XLA_FLAGS (fast compiles, see tests/conftest.py).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.setenv("XLA_FLAGS", " ".join(filter(None, [os.environ.get("XLA_FLAGS"), FAST_COMPILE_FLAGS])))
     nb = nbformat.read(ROOT / "colab" / name, as_version=4)
     if parameters:
         _set_parameters(nb, parameters)

@@ -19,29 +19,6 @@ from tests.conftest import GoldenCase, nchw_to_nhwc, nhwc_to_nchw
 
 CASES = ("dic_forward_small", "dic_forward_variant", "dic_forward_4level")
 
-# Cheaper XLA:CPU code generation for test-sized programs (compiles several times faster);
-# float32 numerics are unchanged. An XLA without one of these debug options compiles as usual.
-FAST_COMPILE = {
-    "xla_backend_optimization_level": 0,
-    "xla_llvm_disable_expensive_passes": True,
-    "xla_cpu_use_fusion_emitters": False,
-}
-
-
-def _compile(lowered):
-    try:
-        return lowered.compile(compiler_options=FAST_COMPILE)
-    except Exception as e:  # noqa: BLE001 - XLA raises a bare runtime error for unknown options
-        if "compile option" not in str(e):
-            raise
-        return lowered.compile()
-
-
-def _run(fn, *args):
-    """``jax.jit(fn)(*args)``, compiled with ``FAST_COMPILE``."""
-    return _compile(jax.jit(fn).lower(*args))(*args)
-
-
 @pytest.fixture(scope="module", params=CASES)
 def golden(request):
     case = GoldenCase("dic", request.param)
@@ -52,7 +29,7 @@ def golden(request):
 def test_forward_and_intermediates_match_reference(golden):
     case, module, params = golden
     x, t, y = nchw_to_nhwc(case["inputs/x"]), case["inputs/t"], case["inputs/y"]
-    out, state = _run(lambda p, x, t, y: module.apply({"params": p}, x, t, y, mutable=["intermediates"]), params, x, t, y)
+    out, state = jax.jit(lambda p, x, t, y: module.apply({"params": p}, x, t, y, mutable=["intermediates"]))(params, x, t, y)
     case.assert_close("forward", nhwc_to_nchw(out))
 
     # Intermediates localise a mismatch (stem, per-level embeddings, stage outputs).
@@ -69,7 +46,7 @@ def test_forward_and_intermediates_match_reference(golden):
 def test_forward_with_cfg_matches_reference(golden):
     case, module, params = golden
     args = (nchw_to_nhwc(case["inputs/cfg_x"]), case["inputs/cfg_t"], case["inputs/cfg_y"], case["inputs/cfg_scale"])
-    out = _run(lambda p, *a: module.apply({"params": p}, *a, method=DiC.forward_with_cfg), params, *args)
+    out = jax.jit(lambda p, *a: module.apply({"params": p}, *a, method=DiC.forward_with_cfg))(params, *args)
     case.assert_close("forward_with_cfg", nhwc_to_nchw(out))
 
 
@@ -182,8 +159,7 @@ def test_tiny_model_samples_through_the_class_pipeline(tiny):
     module, params = tiny
     diffusion = sampling_diffusion("ddim", 3, module.config.learn_sigma)
     labels = jnp.array([1, 2, 1])
-    sampler = make_class_sampler(module, diffusion, sampler="ddim", cfg_scale=1.5)
-    sample = _compile(sampler.lower(params, labels, jax.random.key(0)))
+    sample = make_class_sampler(module, diffusion, sampler="ddim", cfg_scale=1.5)
     out = np.asarray(sample(params, labels, jax.random.key(0)))
     assert out.shape == (3, 8, 8, 4) and out.dtype == np.float32 and np.isfinite(out).all()
     again = np.asarray(sample(params, labels, jax.random.key(0)))
@@ -209,7 +185,7 @@ def test_bfloat16_and_label_dropout_in_train_mode(tiny):
         return (run(p, {}), run(p, {"dtype": "bfloat16"})[0], run(p, {"class_dropout_prob": 0.5}, True),
                 run(p, {}, False, jnp.array([0, 1, 0, 1])))
 
-    (ref, _), bf16, (train_out, train_inter), (_, forced_inter) = _run(all_modes, params)
+    (ref, _), bf16, (train_out, train_inter), (_, forced_inter) = jax.jit(all_modes)(params)
     assert bf16.dtype == jnp.float32
     assert np.abs(bf16 - ref).max() < 0.1 * np.abs(ref).max()
 
