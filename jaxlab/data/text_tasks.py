@@ -330,3 +330,72 @@ def make_task(name: str, **kwargs):
     if name not in makers:
         raise ValueError(f"unknown text task {name!r}; known tasks: {sorted(makers)}")
     return makers[name](**kwargs)
+
+
+# ---------------------------------------------------------------- training-loop data source
+
+#: Seeds of the example streams behind ``config.data.split``; evaluation never sees training examples
+#: (up to chance collisions between two random draws).
+SPLIT_SEEDS = {"train": 0, "eval": 1, "test": 2}
+_STREAM_LENGTH = 1 << 30  # examples per "epoch" of a synthetic stream (they are drawn i.i.d. anyway)
+
+
+def parse_task_spec(spec: str):
+    """``"addition:num_digits=5,answer_length=8"`` -> the task (``"name"`` alone takes the defaults).
+
+    Values are ints where they parse as ints, strings otherwise.
+    """
+    name, _, args = spec.partition(":")
+    kwargs = {}
+    for item in filter(None, (a.strip() for a in args.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"bad text task spec {spec!r}: {item!r} is not key=value (e.g. 'addition:num_digits=5')")
+        kwargs[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+    try:
+        return make_task(name.strip(), **kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad text task spec {spec!r}: {err}") from None
+
+
+class TaskSource:
+    """Random access to a task's example stream: ``source[i] == task.example(seed, i)``."""
+
+    def __init__(self, task, seed: int, length: int = _STREAM_LENGTH):
+        self.task, self.seed, self._length = task, seed, length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return self.task.example(self.seed, int(index))
+
+    def __repr__(self) -> str:
+        return f"TaskSource({self.task.name}, seed={self.seed})"
+
+
+def _text_task_source(data_cfg):
+    """``config.data.source="text_task"``: ``data.path`` is the task spec, ``data.split`` picks the stream.
+
+    For ``text`` the split also picks the train / held-out part of the corpus.
+    """
+    from jaxlab.data.sources import SourceSpec
+
+    if not data_cfg.path:
+        raise ValueError("config.data.path is empty; for source 'text_task' it names the task, e.g. 'sudoku:num_blanks=10'")
+    if data_cfg.split not in SPLIT_SEEDS:
+        raise ValueError(f"config.data.split={data_cfg.split!r} is not allowed for text_task; allowed values: {list(SPLIT_SEEDS)}")
+    spec = data_cfg.path
+    if spec.partition(":")[0].strip() == "text" and "split=" not in spec:
+        spec += ("," if ":" in spec else ":") + f"split={'train' if data_cfg.split == 'train' else 'eval'}"
+    return SourceSpec(TaskSource(parse_task_spec(spec), SPLIT_SEEDS[data_cfg.split]), in_memory=True)
+
+
+def register() -> None:
+    """Makes ``config.data.source="text_task"`` available to ``jaxlab.data.sources.build_source``."""
+    from jaxlab.data.sources import register_source
+
+    register_source("text_task", _text_task_source)
+
+
+register()

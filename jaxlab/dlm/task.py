@@ -12,7 +12,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlab.config_utils import check_choice, to_dict
 from jaxlab.dlm.objective import MASK_EPS, draw_noise, masked_diffusion_loss
+from jaxlab.models.registry import get_family
 
 OBJECTIVES = ("pretrain", "sft")
 
@@ -25,6 +27,26 @@ class MaskedDiffusionTask:
     mask_id: int
     objective: str = "sft"
     eps: float = MASK_EPS
+    family: str = "llada"
+
+    @classmethod
+    def from_config(cls, config) -> "MaskedDiffusionTask":
+        """``config.model_family`` + ``config.model`` (the network), ``config.objective.{kind, eps}``.
+
+        The mask id is the model's ``mask_token_id``. Used by ``launch/train.py`` through
+        ``config.task = "jaxlab.dlm.task:MaskedDiffusionTask.from_config"``.
+        """
+        import jaxlab.data.text_tasks  # noqa: F401  (registers the "text_task" data source)
+
+        family = get_family(config.model_family)
+        model_config = family.config.from_dict(to_dict(config.model))
+        check_choice("objective.kind", config.objective.kind, OBJECTIVES)
+        return cls(family.module(model_config), model_config.mask_token_id, config.objective.kind,
+                   float(config.objective.eps), config.model_family)
+
+    def model_spec(self):
+        """``(family, model config)``: the loop writes it to ``model.json`` for ``load_model(workdir)``."""
+        return self.family, self.module.config
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:

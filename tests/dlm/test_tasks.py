@@ -113,3 +113,53 @@ def test_make_task_names():
     assert isinstance(make_task("addition", num_digits=2), AdditionTask)
     with pytest.raises(ValueError, match="known tasks: \\['addition', 'sudoku', 'text'\\]"):
         make_task("chess")
+
+
+def test_task_specs_and_the_text_task_data_source():
+    from jaxlab.data.sources import build_source
+    from jaxlab.data.text_tasks import TaskSource, parse_task_spec
+
+    assert parse_task_spec("addition:num_digits=3, answer_length=6").seq_length == 14
+    with pytest.raises(ValueError, match="is not key=value"):
+        parse_task_spec("addition:3")
+    with pytest.raises(ValueError, match="unexpected keyword"):
+        parse_task_spec("sudoku:digits=3")
+
+    class DataCfg(dict):
+        __getattr__ = dict.__getitem__
+
+    spec = build_source(DataCfg(source="text_task", path="sudoku:num_blanks=8", split="eval"))
+    assert isinstance(spec.source, TaskSource) and spec.in_memory
+    np.testing.assert_array_equal(spec.source[3]["tokens"], SudokuTask(8).example(1, 3)["tokens"])
+    text = build_source(DataCfg(source="text_task", path="text:corpus=zen,seq_length=16", split="eval"))
+    assert text.source.task.name == "zen-eval"
+    with pytest.raises(ValueError, match="allowed values: \\['train', 'eval', 'test'\\]"):
+        build_source(DataCfg(source="text_task", path="sudoku", split="validation"))
+    with pytest.raises(ValueError, match="names the task"):
+        build_source(DataCfg(source="text_task", path="", split="train"))
+
+
+def test_dlm_configs_train_through_the_shared_loop(tmp_path):
+    """configs/dlm.py:addition (shrunk) trains with jaxlab.train.loop (what launch/train.py runs),
+    and the run exports to a single-file checkpoint that rebuilds the model and its task."""
+    from configs.dlm import get_config
+    from jaxlab.dlm.pretrained import export_workdir, load_checkpoint
+    from jaxlab.train.config import validate
+    from jaxlab.train.loop import train
+
+    for variant in ("llada-8b", "llada-8b-sft", "sudoku", "text"):
+        validate(get_config(variant))
+    with pytest.raises(ValueError, match="unknown dlm config variant 'gpt'"):
+        get_config("gpt")
+    config = get_config("addition")
+    assert config.model.vocab_size == 15 and config.model.mask_token_id == 14 and config.objective.kind == "sft"
+    config.model.update(d_model=32, n_layers=1, mlp_hidden_size=64)
+    config.training.update(num_steps=3, global_batch_size=8)
+    config.logging.update(every_steps=1, progress_bar=False)
+    result = train(config, str(tmp_path / "run"))
+    assert result.step == 3 and np.isfinite(result.last_metrics["loss"])
+    assert {"masked_accuracy", "masked_ce", "masked_fraction"} <= set(result.last_metrics)
+    module, params, task, meta = load_checkpoint(str(export_workdir(tmp_path / "run", tmp_path / "m.npz")))
+    assert isinstance(task, AdditionTask) and module.config.n_layers == 1 and meta["family"] == "llada"
+    logits = module.apply({"params": params}, task.batch(0, 0, 2)["tokens"])
+    assert logits.shape == (2, task.seq_length, 15)
