@@ -8,12 +8,13 @@ Variants:
 
 - ``llada-8b``: the released LLaDA-8B architecture, pre-training objective, on pre-tokenised
   sequences (``array_record`` files of ``{"tokens": [4096] int32}`` examples, see
-  ``jaxlab.data.records``), bf16 compute, scanned + rematerialised blocks. Optimiser as the LLaDA
-  paper reports it (AdamW, weight decay 0.1, 2000 warmup steps to 4e-4, global batch 1280); the
-  paper's Warmup-Stable-Decay schedule is the ``constant`` schedule here, with the decay phases run
-  as continuations at a lower ``--config.optimizer.learning_rate``.
+  ``jaxlab.data.records``), bf16 compute, scanned + rematerialised blocks. Optimiser values are the
+  LLaDA paper's as we recall them (AdamW, weight decay 0.1, 2000 warmup steps to 4e-4, global
+  batch 1280; the paper text is not in this repository, so check them before a large run); its
+  Warmup-Stable-Decay schedule is the ``constant`` schedule here, with the decay phases run as
+  continuations at a lower ``--config.optimizer.learning_rate``.
 - ``llada-8b-sft``: the same network with the SFT objective (prompt never masked) on records that
-  also hold ``prompt_lengths``; lr 2.5e-5, batch 256.
+  also hold ``prompt_lengths``; lr 2.5e-5, batch 256 (same caveat).
 - ``sudoku``, ``addition``: small CPU models (4 layers, width 64, ~0.2M parameters) trained with
   the SFT objective on the embedded synthetic tasks of ``jaxlab.data.text_tasks``; they reach a
   useful accuracy on a laptop CPU in minutes (docs/dlm.md has the numbers).
@@ -80,8 +81,7 @@ def _large(config: ml_collections.ConfigDict, variant: str) -> None:
     config.model.update(dtype="bfloat16", remat="full", scan_blocks=True)
     config.objective.kind = _LARGE[variant]
     config.training.update(num_steps=500_000, global_batch_size=1280, ema_decay=0.0)
-    config.optimizer.update(learning_rate=4e-4, weight_decay=0.1, warmup_steps=2000, schedule="constant", b2=0.95,
-                            grad_clip_norm=1.0)
+    config.optimizer.update(learning_rate=4e-4, weight_decay=0.1, warmup_steps=2000, schedule="constant")
     if variant == "llada-8b-sft":
         config.training.update(num_steps=20_000, global_batch_size=256)
         config.optimizer.update(learning_rate=2.5e-5, warmup_steps=50)

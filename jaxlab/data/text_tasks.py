@@ -5,11 +5,11 @@ Synthetic prompt -> answer tasks where the *order* in which a decoder commits po
 - ``AdditionTask``: ``"04721+38950="`` -> ``"043671"`` + EOS. The answer is written most significant
   digit first, but each digit depends on the carry coming from the digits to its right, so a decoder
   that fills the answer left to right has to guess carries that a confidence-ordered one can defer.
-- ``SudokuTask``: a 4x4 Sudoku with blanks ``"1.3..4..........`` -> the 16 filled cells. Some cells
+- ``SudokuTask``: a 4x4 Sudoku with blanks ``"1.3..4.........."`` -> the 16 filled cells. Some cells
   are forced by the clues, others only once their neighbours are known.
 
 and a small natural-text corpus for pre-training (``TextCorpus``): the Python reference manual's
-help topics that ship with the standard library (``pydoc_data.topics``, ~465k characters), or the
+help topics that ship with the standard library (``pydoc_data.topics``, ~410k characters once cleaned), or the
 Zen of Python (``this``) where ``pydoc_data`` is missing.
 
 All tasks are character level over a ``CharVocab``: ids ``0..n-1`` are characters, followed by
