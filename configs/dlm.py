@@ -33,8 +33,10 @@ import ml_collections
 
 from configs.common import training_defaults
 from jaxlab.config_utils import pick_variant
-from jaxlab.data import text_tasks  # registers config.data.source="text_task"
+from jaxlab.data import text_tasks
 from jaxlab.models.dlm import PRESETS, LLaDAConfig
+
+text_tasks.register()  # config.data.source="text_task"
 
 TASK = "jaxlab.dlm.task:MaskedDiffusionTask.from_config"
 

@@ -392,10 +392,11 @@ def _text_task_source(data_cfg):
 
 
 def register() -> None:
-    """Makes ``config.data.source="text_task"`` available to ``jaxlab.data.sources.build_source``."""
+    """Makes ``config.data.source="text_task"`` available to ``jaxlab.data.sources.build_source``.
+
+    Called by ``configs/dlm.py`` and ``MaskedDiffusionTask.from_config`` (idempotent); the generators
+    above do not need the training pipeline.
+    """
     from jaxlab.data.sources import register_source
 
     register_source("text_task", _text_task_source)
-
-
-register()

@@ -36,8 +36,9 @@ class MaskedDiffusionTask:
         The mask id is the model's ``mask_token_id``. Used by ``launch/train.py`` through
         ``config.task = "jaxlab.dlm.task:MaskedDiffusionTask.from_config"``.
         """
-        import jaxlab.data.text_tasks  # noqa: F401  (registers the "text_task" data source)
+        from jaxlab.data import text_tasks
 
+        text_tasks.register()  # the "text_task" data source of the small configs
         family = get_family(config.model_family)
         model_config = family.config.from_dict(to_dict(config.model))
         check_choice("objective.kind", config.objective.kind, OBJECTIVES)

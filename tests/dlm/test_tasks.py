@@ -117,7 +117,9 @@ def test_make_task_names():
 
 def test_task_specs_and_the_text_task_data_source():
     from jaxlab.data.sources import build_source
-    from jaxlab.data.text_tasks import TaskSource, parse_task_spec
+    from jaxlab.data.text_tasks import TaskSource, parse_task_spec, register
+
+    register()
 
     assert parse_task_spec("addition:num_digits=3, answer_length=6").seq_length == 14
     with pytest.raises(ValueError, match="is not key=value"):
