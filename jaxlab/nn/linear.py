@@ -16,6 +16,22 @@ def logical_init(init: Initializer, axes: Sequence[str | None]) -> Initializer:
     return nn.with_logical_partitioning(init, tuple(axes))
 
 
+class _FlatSafePartitioned(nn.LogicallyPartitioned):
+    """``nn.LogicallyPartitioned`` for DenseGeneral kernels and biases, which flax creates flat and
+    then reshapes: the sharding constraint that unboxing applies under a mesh is skipped while
+    the value's rank does not match the names (it would fail), and applied once it does."""
+
+    def unbox(self, apply_constraint: bool = True):
+        return super().unbox(apply_constraint and jnp.ndim(self.value) == len(self.names))
+
+
+def _flat_safe_init(init: Initializer, axes: Sequence[str | None]) -> Initializer:
+    def wrapped(*args, **kwargs):
+        return _FlatSafePartitioned(init(*args, **kwargs), tuple(axes))
+
+    return wrapped
+
+
 def dense(
     features: int,
     axes: tuple[str | None, str | None],
@@ -60,7 +76,7 @@ def dense_general(
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=jnp.float32,
-        kernel_init=logical_init(kernel_init, axes),
-        bias_init=logical_init(bias_init, tuple(axes)[-n_out:]),
+        kernel_init=_flat_safe_init(kernel_init, axes),
+        bias_init=_flat_safe_init(bias_init, tuple(axes)[-n_out:]),
         name=name,
     )
