@@ -1,8 +1,10 @@
 """Model checkpoints for inference: a directory with ``model.json`` and orbax ``params/``.
 
 ``model.json`` records the family and the full model config, so a checkpoint rebuilds its
-own module: ``module, params = load_model(path)``. Written by ``launch/convert.py`` (and by
-training, for exported EMA weights).
+own module: ``module, params = load_model(path)``. Written by ``launch/convert.py``.
+
+A training workdir (``launch/train.py``) has the same ``model.json`` next to ``checkpoints/``;
+``load_model(workdir)`` returns the EMA params of its latest complete checkpoint.
 """
 
 import dataclasses
@@ -15,6 +17,7 @@ import orbax.checkpoint as ocp
 from jaxlab.models.registry import get_family
 
 MODEL_JSON = "model.json"
+CHECKPOINTS = "checkpoints"  # in a training workdir
 
 
 def save_model(path: str | pathlib.Path, family: str, config, params, *, overwrite: bool = False) -> pathlib.Path:
@@ -30,19 +33,29 @@ def save_model(path: str | pathlib.Path, family: str, config, params, *, overwri
     return path
 
 
-def load_model(path: str | pathlib.Path):
-    """Reads a directory written by ``save_model`` -> ``(module, params)`` (float32 numpy leaves)."""
+def load_model(path: str | pathlib.Path, step: int | None = None):
+    """``(module, params)`` (float32 numpy leaves) from a ``save_model`` directory or a training workdir.
+
+    For a workdir, ``params`` are the EMA params of checkpoint ``step`` (default: the latest).
+    """
     path = pathlib.Path(path).absolute()
     meta_file = path / MODEL_JSON
     if not meta_file.exists():
         raise FileNotFoundError(
-            f"{path} is not a jaxlab model checkpoint (no {MODEL_JSON}); create one with "
-            f"`python -m launch.convert` or point at a directory written by save_model"
+            f"{path} is not a jaxlab model checkpoint or training workdir (no {MODEL_JSON}); create one with "
+            f"`python -m launch.convert` or `python -m launch.train`"
         )
     meta = json.loads(meta_file.read_text())
     family = get_family(meta["family"])
     config = family.config.from_dict(meta["config"])
-    params = ocp.StandardCheckpointer().restore(path / "params")
+    if (path / "params").exists():
+        params = ocp.StandardCheckpointer().restore(path / "params")
+    elif (path / CHECKPOINTS).exists():
+        from jaxlab.train.checkpoint import restore_params_subtree
+
+        _, params = restore_params_subtree(path / CHECKPOINTS, "ema_params", step=step)
+    else:
+        raise FileNotFoundError(f"{path} has {MODEL_JSON} but neither params/ nor a {CHECKPOINTS}/ directory")
     return family.module(config), _as_numpy(params)
 
 

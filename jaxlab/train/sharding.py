@@ -1,0 +1,164 @@
+"""The device mesh and the one table that maps the models' logical axis names to it.
+
+Mesh axes: ``data`` (pure data parallelism), ``fsdp`` (data parallelism with parameters and
+optimizer state sharded over it) and ``tensor`` (model parallelism over MLP / heads / vocab).
+The batch is split over ``data x fsdp``; ``tensor`` shards weights and replicates the batch.
+
+Logical names (``jaxlab.nn.LOGICAL_AXES``) resolve to mesh axes through ``LOGICAL_RULES``. Each
+mesh axis shards at most one dimension of an array: a later dimension that asks for an axis
+already used stays replicated (e.g. a ``("embed", "embed")`` kernel is sharded on its first
+dimension only), and so does a dimension whose size the mesh axes do not divide.
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")  # the mesh axes a batch is split over
+
+# Logical axis -> mesh axes (None: replicated). Read by parameters and activation constraints.
+LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", BATCH_AXES),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("vocab", "tensor"),
+    ("classes", None),
+    ("patch", None),
+    ("freq", None),
+    ("layers", None),
+)
+
+
+def mesh_shape(spec: Mapping[str, int], num_devices: int) -> dict[str, int]:
+    """Resolves ``{"data": -1, "fsdp": 2, "tensor": 1}`` against ``num_devices`` (-1 = fill).
+
+    Raises a ValueError naming the config keys when the sizes cannot tile the devices.
+    """
+    unknown = sorted(set(spec) - set(MESH_AXES))
+    if unknown:
+        raise ValueError(f"unknown mesh axes {unknown} in config.mesh; allowed axes: {list(MESH_AXES)}")
+    sizes = {axis: int(spec.get(axis, 1)) for axis in MESH_AXES}
+    fill = [axis for axis, size in sizes.items() if size == -1]
+    bad = {axis: size for axis, size in sizes.items() if size == 0 or size < -1}
+    if bad or len(fill) > 1:
+        raise ValueError(
+            f"config.mesh={sizes} is invalid: sizes must be positive, with at most one -1 (fill); "
+            f"e.g. --config.mesh.data=-1 --config.mesh.fsdp=2"
+        )
+    fixed = math.prod(size for size in sizes.values() if size != -1)
+    if fill:
+        if num_devices % fixed:
+            raise ValueError(
+                f"config.mesh={sizes}: the fixed axes ({fixed} devices) do not divide the {num_devices} "
+                f"available devices; choose sizes whose product divides {num_devices}"
+            )
+        sizes[fill[0]] = num_devices // fixed
+    elif fixed != num_devices:
+        raise ValueError(
+            f"config.mesh={sizes} needs {fixed} devices but {num_devices} are available; make the "
+            f"product of the sizes equal {num_devices}, or set one axis to -1 to fill"
+        )
+    return sizes
+
+
+def make_mesh(spec: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A ``(data, fsdp, tensor)`` mesh over ``devices`` (default: all), sizes from ``spec``."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = mesh_shape(spec, len(devices))
+    shape = tuple(sizes[axis] for axis in MESH_AXES)
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    return math.prod(mesh.shape[axis] for axis in BATCH_AXES)
+
+
+def logical_to_spec(
+    names: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules=LOGICAL_RULES
+) -> PartitionSpec:
+    """PartitionSpec for an array of ``shape`` whose dimensions carry logical ``names``."""
+    if len(names) != len(shape):
+        raise ValueError(f"logical names {tuple(names)} do not match an array of shape {tuple(shape)}")
+    table = dict(rules)
+    used: set[str] = set()
+    spec = []
+    for name, size in zip(names, shape):
+        if name is not None and name not in table:
+            raise ValueError(f"logical axis {name!r} has no rule in jaxlab.train.sharding.LOGICAL_RULES")
+        target = table.get(name) if name is not None else None
+        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        axes = tuple(a for a in axes if mesh.shape[a] > 1)
+        if not axes or used & set(axes) or size % math.prod(mesh.shape[a] for a in axes):
+            spec.append(None)
+            continue
+        used.update(axes)
+        spec.append(axes[0] if len(axes) == 1 else axes)
+    return PartitionSpec(*spec)
+
+
+def _is_box(x) -> bool:
+    return isinstance(x, nn.Partitioned)
+
+
+def tree_shardings(abstract_tree, mesh: Mesh, rules=LOGICAL_RULES):
+    """NamedShardings for a tree whose leaves may be boxed with logical names (``nn.Partitioned``).
+
+    ``abstract_tree`` is usually ``jax.eval_shape`` of a function returning boxed params (or
+    optimizer state built from boxed params); unboxed leaves are replicated. The result has the
+    structure of ``nn.unbox(abstract_tree)``.
+    """
+
+    def one(leaf):
+        if _is_box(leaf):
+            value = leaf.value
+            return NamedSharding(mesh, logical_to_spec(leaf.names, value.shape, mesh, rules))
+        return NamedSharding(mesh, PartitionSpec())
+
+    return jax.tree.map(one, abstract_tree, is_leaf=_is_box)
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """Leading (batch) dimension over ``data x fsdp``, the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def check_batch_divisible(global_batch_size: int, mesh: Mesh, process_count: int = 1) -> None:
+    """Raises unless the global batch splits evenly over the data-parallel devices and processes."""
+    dp = data_parallel_size(mesh)
+    if global_batch_size % dp:
+        raise ValueError(
+            f"config.training.global_batch_size={global_batch_size} is not divisible by the data-parallel "
+            f"size {dp} (mesh data={mesh.shape['data']} x fsdp={mesh.shape['fsdp']}); use a multiple of {dp}"
+        )
+    if global_batch_size % process_count:
+        raise ValueError(
+            f"config.training.global_batch_size={global_batch_size} is not divisible by the "
+            f"{process_count} processes; use a multiple of {process_count}"
+        )
+
+
+def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Assembles each process's rows into global arrays sharded over ``data x fsdp``."""
+    return {
+        key: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(value)), np.asarray(value))
+        for key, value in local_batch.items()
+    }
+
+
+def describe(shardings) -> dict[str, str]:
+    """``{"params/blocks_0/attn/qkv/kernel": "PartitionSpec('fsdp', 'tensor')", ...}`` for logs/tests."""
+    flat = jax.tree_util.tree_flatten_with_path(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))[0]
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): str(s.spec) for path, s in flat}

@@ -1,0 +1,57 @@
+"""The run directory: local or remote (``gs://...``), checked for writability before any work.
+
+Checkpoints go straight to the workdir (orbax writes gs:// natively). Small files written by
+process 0 (``metrics.jsonl``, TensorBoard events, sample PNGs, ``model.json``) are written to a
+local staging directory when the workdir is remote and copied over by ``publish``.
+"""
+
+import pathlib
+import shutil
+import tempfile
+import uuid
+
+from etils import epath
+
+
+class Workdir:
+    def __init__(self, path: str):
+        if not path:
+            raise ValueError("--workdir is empty; give a directory (local path or gs://bucket/dir) for the run")
+        self.path = epath.Path(path)
+        self.remote = "://" in str(path)
+        self.local = pathlib.Path(tempfile.mkdtemp(prefix="jaxlab-run-")) if self.remote else pathlib.Path(path)
+
+    @property
+    def checkpoints(self) -> epath.Path:
+        return self.path / "checkpoints"
+
+    def check_writable(self) -> None:
+        """Creates the directory and writes + removes a probe file; raises a clear error otherwise."""
+        probe = self.path / f".write_probe_{uuid.uuid4().hex}"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe.write_text("ok")
+            probe.unlink()
+        except Exception as e:  # PermissionError, read-only file system, missing bucket, ...
+            raise PermissionError(
+                f"cannot write to --workdir {self.path}: {type(e).__name__}: {e}; choose a directory you can write to"
+            ) from None
+        self.local.mkdir(parents=True, exist_ok=True)
+
+    def local_file(self, relpath: str) -> pathlib.Path:
+        """Where to write ``relpath`` now (the workdir itself, or the staging directory)."""
+        path = self.local / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def publish(self, relpath: str) -> None:
+        """Copies a staged file to a remote workdir (no-op for local workdirs)."""
+        if not self.remote:
+            return
+        target = self.path / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((self.local / relpath).read_bytes())
+
+    def cleanup(self) -> None:
+        if self.remote:
+            shutil.rmtree(self.local, ignore_errors=True)
