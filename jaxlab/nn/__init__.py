@@ -10,6 +10,7 @@ Conventions (every family follows them):
 """
 
 from jaxlab.nn.attention import MultiHeadSelfAttention
+from jaxlab.nn.cosine_attention import cosine_attention
 from jaxlab.nn.embeddings import (
     LabelEmbedder,
     PatchEmbed,
@@ -23,6 +24,7 @@ from jaxlab.nn.linear import dense, dense_general, logical_init
 from jaxlab.nn.mlp import Mlp
 from jaxlab.nn.modulation import AdaLNModulation, layer_norm_no_affine, modulate
 from jaxlab.nn.rmsnorm import RMSNorm
+from jaxlab.nn.rope2d import apply_rope_interleaved, rope_2d_angles, rope_2d_table
 from jaxlab.nn.rotary_attention import RotaryAttention
 
 # Logical axis names that parameters and activations carry.
@@ -52,12 +54,16 @@ __all__ = [
     "RMSNorm",
     "RotaryAttention",
     "TimestepEmbedder",
+    "apply_rope_interleaved",
+    "cosine_attention",
     "dense",
     "dense_general",
     "init_kv_cache",
     "layer_norm_no_affine",
     "logical_init",
     "modulate",
+    "rope_2d_angles",
+    "rope_2d_table",
     "sincos_2d_table",
     "timestep_features",
 ]
