@@ -6,7 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxlab.models import dic, dit, dlm
+from jaxlab.models import dic, dit, dlm, udit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +21,7 @@ FAMILIES: dict[str, Family] = {
     "dit": Family("dit", dit.DiT, dit.DiTConfig, dit.PRESETS),
     "llada": Family("llada", dlm.LLaDA, dlm.LLaDAConfig, dlm.PRESETS),
     "dic": Family("dic", dic.DiC, dic.DiCConfig, dic.PRESETS),
+    "udit": Family("udit", udit.UDiT, udit.UDiTConfig, udit.PRESETS),
 }
 
 
