@@ -23,7 +23,7 @@ def cache_dir(tmp_path_factory):
 def _env(cache_dir, devices: int = 1):
     env = dict(os.environ, **compilation_cache_env(cache_dir))
     if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     return env
 
 
