@@ -13,7 +13,6 @@ checkpoint written on one mesh restores onto another (e.g. 8 devices -> 4).
 """
 
 import json
-import logging
 
 import grain
 import jax
@@ -22,8 +21,6 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxlab.train.state import TrainState
-
-log = logging.getLogger(__name__)
 
 STATE, DATA = "state", "data"
 

@@ -6,8 +6,8 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
-import pytest
 
 from jaxlab.train.checkpoint import restore_params_subtree
 from jaxlab.train.loop import train
@@ -87,11 +87,5 @@ def test_two_processes_agree_with_one(tmp_path, compilation_cache_dir):
     np.testing.assert_allclose([two[s] for s in range(1, 5)], [one[s] for s in range(1, 5)], rtol=2e-5)
     # Both processes' shards of the EMA params, read back from the checkpoint, match the 1-process run.
     _, ema = restore_params_subtree(workdir / "checkpoints")
-    for a, b in zip(_leaves(ema), _leaves(host(single.state.ema_params))):
+    for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(host(single.state.ema_params))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-
-
-def _leaves(tree):
-    import jax
-
-    return jax.tree.leaves(tree)
