@@ -78,6 +78,18 @@ def check_labels(y: jax.Array, num_classes: int, allow_null: bool) -> None:
         )
 
 
+def forward_with_cfg(model, x: jax.Array, t: jax.Array, y: jax.Array, cfg_scale: float | jax.Array) -> jax.Array:
+    """The official ``forward_with_cfg`` of DiT, U-DiT and DiC, for any ``model(x, t, y)``.
+
+    ``x`` has batch ``2n``; only its first half is used (duplicated). ``t`` and ``y`` are used as
+    given (``y = [labels, null labels]`` in the official sampling scripts). Guidance is applied
+    to output channels ``[:3]`` only (every reference hard-codes 3) and written to both halves;
+    the other channels are each row's own output (see ``guided_output``).
+    """
+    half = x[: x.shape[0] // 2]
+    return guided_output(model(jnp.concatenate([half, half], axis=0), t, y), cfg_scale)
+
+
 def guided_output(out: jax.Array, cfg_scale: float | jax.Array, guided_channels: int = 3) -> jax.Array:
     """Official DiT classifier-free guidance on a doubled batch ``[cond; uncond]``, NHWC.
 

@@ -19,8 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlab.models.common import ModelConfig, check_labels, guided_output, remat_policy
-from jaxlab.nn import AdaLNModulation, LabelEmbedder, TimestepEmbedder, dense, layer_norm_no_affine
+from jaxlab.models.common import (
+    ModelConfig,
+    check_labels,
+    forward_with_cfg,
+    remat_policy,
+)
+from jaxlab.nn import ConvFinalLayer, LabelEmbedder, TimestepEmbedder, dense, modulate
 from jaxlab.nn.conv import conv2d, pixel_shuffle, pixel_unshuffle
 from jaxlab.nn.group_norm import GroupNorm, group_count
 from jaxlab.nn.linear import xavier_uniform, zeros
@@ -241,11 +246,6 @@ def _activation(name: str, enabled: int):
     return nn.silu
 
 
-def _modulate(x_NHWC: jax.Array, shift_NC: jax.Array, scale_NC: jax.Array) -> jax.Array:
-    """``x * (1 + scale) + shift`` with per-example, per-channel ``[N, C]`` shift/scale."""
-    return x_NHWC * (1 + scale_NC[:, None, None, :]) + shift_NC[:, None, None, :]
-
-
 class UNetBlock(nn.Module):
     """DiC's residual conv block: ``x [N, H, W, Cin], c [N, Cout] -> [N, H, W, Cout]``.
 
@@ -280,9 +280,9 @@ class UNetBlock(nn.Module):
         conv1 = conv2d(c_out, ("mlp", "embed"), dtype=dtype, name="conv1")
         if cfg.blockconfig == 0:
             h = conv0(act0(norm0(x)))
-            h = act1(_modulate(norm1(h), shift, scale))
+            h = act1(modulate(norm1(h), shift, scale))
         else:
-            h = conv0(act0(_modulate(norm0(x), shift, scale)))
+            h = conv0(act0(modulate(norm0(x), shift, scale)))
             h = act1(norm1(h))
         if cfg.dropout > 0:
             h = nn.Dropout(cfg.dropout, deterministic=not train)(h)
@@ -292,19 +292,6 @@ class UNetBlock(nn.Module):
         skip = conv2d(c_out, ("embed", "embed"), kernel_size=1, dtype=dtype, name="skip")(x) if c_in != c_out else x
         out = (h + skip) * cfg.skip_scale
         return nn.with_logical_constraint(out, ("batch", None, None, "embed"))
-
-
-class FinalLayer(nn.Module):
-    """Channel LayerNorm (no affine, eps 1e-6) + adaLN shift/scale + zero-init 3x3 conv to ``out_channels``."""
-
-    out_channels: int
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
-        shift, scale = AdaLNModulation(2, dtype=self.dtype, name="adaLN_modulation")(c)
-        h = _modulate(layer_norm_no_affine(self.dtype, name="norm_final")(x), shift, scale)
-        return conv2d(self.out_channels, ("embed", None), kernel_init=zeros, dtype=self.dtype, name="out_proj")(h)
 
 
 def _block_class(remat: str):
@@ -372,7 +359,7 @@ class DiC(nn.Module):
         self.sow("intermediates", "dec_last_stage", h)
 
         h = conv2d(plan[-1].width, ("embed", "embed"), dtype=dtype, name="output")(h)
-        out = FinalLayer(cfg.out_channels, dtype, name="final_layer")(h, conds[plan[-1].cond_level])
+        out = ConvFinalLayer(cfg.out_channels, dtype, name="final_layer")(h, conds[plan[-1].cond_level])
         return out.astype(jnp.float32)
 
     def _level_conditions(self, t, y, train, force_drop_ids, dtype) -> list[jax.Array]:
@@ -394,16 +381,8 @@ class DiC(nn.Module):
         return conds
 
     def forward_with_cfg(self, x: jax.Array, t: jax.Array, y: jax.Array, cfg_scale: float | jax.Array) -> jax.Array:
-        """Classifier-free guidance, exactly as the official ``DiC.forward_with_cfg``.
-
-        ``x`` has batch ``2n``; only its first half is used (duplicated). ``y`` is
-        ``[labels, null labels]``. ``uncond + s * (cond - uncond)`` is applied to output
-        channels ``[:3]`` only (hard-coded 3, as in the reference) and written to both halves;
-        the other channels are each row's own output.
-        """
-        half = x[: x.shape[0] // 2]
-        out = self(jnp.concatenate([half, half], axis=0), t, y)
-        return guided_output(out, cfg_scale)
+        """Classifier-free guidance exactly as the official ``DiC.forward_with_cfg`` (see ``common.forward_with_cfg``)."""
+        return forward_with_cfg(self, x, t, y, cfg_scale)
 
     def _check_inputs(self, x: jax.Array, y: jax.Array) -> None:
         cfg = self.config

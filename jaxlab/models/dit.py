@@ -14,7 +14,7 @@ import numpy as np
 from jaxlab.models.common import (
     ModelConfig,
     check_labels,
-    guided_output,
+    forward_with_cfg,
     remat_policy,
     unpatchify,
 )
@@ -200,16 +200,8 @@ class DiT(nn.Module):
         return unpatchify(h.astype(jnp.float32), cfg.patch_size, cfg.out_channels)
 
     def forward_with_cfg(self, x: jax.Array, t: jax.Array, y: jax.Array, cfg_scale: float | jax.Array) -> jax.Array:
-        """Classifier-free guidance, exactly as the official ``forward_with_cfg``.
-
-        ``x`` has batch ``2n``; only its first half is used (duplicated). ``y`` is
-        ``[labels, null labels]``. Guidance ``uncond + s * (cond - uncond)`` is applied to
-        output channels ``[:3]`` only (the reference hard-codes 3) and written to both halves;
-        the remaining channels are each half's own output.
-        """
-        half = x[: x.shape[0] // 2]
-        out = self(jnp.concatenate([half, half], axis=0), t, y)
-        return guided_output(out, cfg_scale)
+        """Classifier-free guidance exactly as the official ``DiT.forward_with_cfg`` (see ``common.forward_with_cfg``)."""
+        return forward_with_cfg(self, x, t, y, cfg_scale)
 
     def _check_inputs(self, x: jax.Array, y: jax.Array) -> None:
         cfg = self.config

@@ -18,9 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlab.models.common import ModelConfig, check_labels, guided_output, remat_policy
+from jaxlab.models.common import (
+    ModelConfig,
+    check_labels,
+    forward_with_cfg,
+    remat_policy,
+)
 from jaxlab.nn import (
     AdaLNModulation,
+    ConvFinalLayer,
     LabelEmbedder,
     Mlp,
     TimestepEmbedder,
@@ -32,7 +38,6 @@ from jaxlab.nn import (
 )
 from jaxlab.nn.conv import conv2d, pixel_shuffle, pixel_unshuffle
 from jaxlab.nn.cosine_attention import LOGIT_SCALE_INIT, cosine_attention
-from jaxlab.nn.linear import zeros
 from jaxlab.nn.rope2d import apply_rope_interleaved, rope_2d_table
 
 STAGES = ("encoder_level_1", "encoder_level_2", "latent", "decoder_level_2", "decoder_level_1")
@@ -344,12 +349,6 @@ def reparameterize(cfg: "UDiTConfig", params: dict) -> tuple["UDiTConfig", dict]
     return cfg.replace(rep=False), walk(params)
 
 
-def _modulate_map(x_BHWD: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
-    """``modulate`` on a feature map: ``[B, H, W, D]`` with ``[B, D]`` shift/scale."""
-    b, h, w, d = x_BHWD.shape
-    return modulate(x_BHWD.reshape(b, h * w, d), shift, scale).reshape(b, h, w, d)
-
-
 class UDiTSubLayer(nn.Module):
     """One adaLN-Zero attention + FFN pair (``attn{s}``, ``mlp{s}``, ``adaLN_modulation{s}``)."""
 
@@ -371,9 +370,9 @@ class UDiTSubLayer(nn.Module):
         attn = DownsampledAttention(
             self.num_heads, self.down_factor, self.kernel_size, self.shortcut, self.cosine, self.rope, self.dtype, name="attn"
         )
-        y = _modulate_map(layer_norm_no_affine(self.dtype, name="norm1")(x_BHWD), shift_a, scale_a)
+        y = modulate(layer_norm_no_affine(self.dtype, name="norm1")(x_BHWD), shift_a, scale_a)
         x_BHWD = x_BHWD + gate_a[:, None, None] * attn(y)
-        y = _modulate_map(layer_norm_no_affine(self.dtype, name="norm2")(x_BHWD), shift_f, scale_f)
+        y = modulate(layer_norm_no_affine(self.dtype, name="norm2")(x_BHWD), shift_f, scale_f)
         hid = int(d * self.mlp_ratio)
         if self.ffn_type == "rep":
             y = RepFeedForward(hid, self.rep, self.dtype, name="mlp")(y)
@@ -402,19 +401,6 @@ class UDiTBlock(nn.Module):
         x_BHWD = UDiTSubLayer(**fields, name="sub1")(x_BHWD, c_BD)
         x_BHWD = UDiTSubLayer(**fields, name="sub2")(x_BHWD, c_BD)
         return nn.with_logical_constraint(x_BHWD, ("batch", None, None, "embed"))
-
-
-class FinalLayer(nn.Module):
-    """adaLN (shift, scale) + LN + zero-initialised 3x3 conv: ``[B, H, W, D] -> [B, H, W, out]``."""
-
-    out_channels: int
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x_BHWD: jax.Array, c_BD: jax.Array) -> jax.Array:
-        shift, scale = AdaLNModulation(2, dtype=self.dtype, name="adaLN_modulation")(c_BD)
-        x_BHWD = _modulate_map(layer_norm_no_affine(self.dtype, name="norm_final")(x_BHWD), shift, scale)
-        return conv2d(self.out_channels, ("embed", None), kernel_init=zeros, dtype=self.dtype, name="out_proj")(x_BHWD)
 
 
 class UDiT(nn.Module):
@@ -464,7 +450,7 @@ class UDiT(nn.Module):
         self.up2_1 = conv2d(4 * c, axes, use_bias=False, dtype=dtype)
         self.reduce_chan_level1 = dense(2 * c, axes, dtype=dtype)
         self.output = conv2d(2 * c, axes, dtype=dtype)
-        self.final_layer = FinalLayer(cfg.out_channels, dtype=dtype)
+        self.final_layer = ConvFinalLayer(cfg.out_channels, dtype=dtype)
 
     def __call__(
         self,
@@ -506,16 +492,8 @@ class UDiT(nn.Module):
         return h
 
     def forward_with_cfg(self, x: jax.Array, t: jax.Array, y: jax.Array, cfg_scale: float | jax.Array) -> jax.Array:
-        """Classifier-free guidance, exactly as the official ``U_DiT.forward_with_cfg``.
-
-        ``x`` has batch ``2n``; only its first half is used (duplicated); ``t`` and ``y`` are used
-        as given (``y = [labels, null labels]``). Guidance is applied to output channels ``[:3]``
-        only (hard-coded in the reference) and written to both halves; the other channels are
-        each row's own output.
-        """
-        half = x[: x.shape[0] // 2]
-        out = self(jnp.concatenate([half, half], axis=0), t, y)
-        return guided_output(out, cfg_scale)
+        """Classifier-free guidance exactly as the official ``U_DiT.forward_with_cfg`` (see ``common.forward_with_cfg``)."""
+        return forward_with_cfg(self, x, t, y, cfg_scale)
 
     def _check_inputs(self, x: jax.Array, y: jax.Array) -> None:
         cfg = self.config

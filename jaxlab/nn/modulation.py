@@ -4,12 +4,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlab.nn.conv import conv2d
 from jaxlab.nn.linear import dense, zeros
 
 
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
-    """``x * (1 + scale) + shift`` with ``[N, D]`` shift/scale broadcast over the tokens of ``x [N, T, D]``."""
-    return x * (1 + scale[:, None]) + shift[:, None]
+    """``x * (1 + scale) + shift``: ``[N, D]`` shift/scale broadcast over the middle axes of ``x``.
+
+    ``x`` is ``[N, T, D]`` (tokens) or ``[N, H, W, D]`` (feature maps).
+    """
+    middle = (1,) * (x.ndim - 2)
+    n, d = shift.shape
+    return x * (1 + scale.reshape(n, *middle, d)) + shift.reshape(n, *middle, d)
 
 
 def layer_norm_no_affine(dtype=jnp.float32, epsilon: float = 1e-6, name: str | None = None) -> nn.LayerNorm:
@@ -31,3 +37,19 @@ class AdaLNModulation(nn.Module):
         d = c.shape[-1]
         m = dense(self.num_chunks * d, ("embed", "mlp"), kernel_init=zeros, dtype=self.dtype, name="linear")(nn.silu(c))
         return tuple(jnp.split(m, self.num_chunks, axis=-1))
+
+
+class ConvFinalLayer(nn.Module):
+    """The final layer of the convolutional backbones (U-DiT, DiC): ``[N, H, W, D], [N, D] -> [N, H, W, out]``.
+
+    LayerNorm over channels (no affine, eps 1e-6), adaLN (shift, scale), zero-initialised 3x3 conv.
+    """
+
+    out_channels: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_NHWD: jax.Array, c_ND: jax.Array) -> jax.Array:
+        shift, scale = AdaLNModulation(2, dtype=self.dtype, name="adaLN_modulation")(c_ND)
+        h = modulate(layer_norm_no_affine(self.dtype, name="norm_final")(x_NHWD), shift, scale)
+        return conv2d(self.out_channels, ("embed", None), kernel_init=zeros, dtype=self.dtype, name="out_proj")(h)

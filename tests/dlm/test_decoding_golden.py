@@ -1,6 +1,5 @@
 """Golden equivalence of the DLM decoders with DCD, LLaDA generate and Fast-dLLM (token-exact traces)."""
 
-import jax
 import numpy as np
 import pytest
 

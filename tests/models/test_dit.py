@@ -53,6 +53,10 @@ def test_intermediates_match_reference(converted):
     np.testing.assert_allclose(y_emb, ref("y_emb"), **tol)
     block0 = run(lambda m: m.blocks[0](jnp.asarray(ref("tokens_plus_pos")), jnp.asarray(ref("c"))))
     np.testing.assert_allclose(block0, ref("block0_out"), **tol)
+    _, captured = module.apply(
+        {"params": params}, x, t, y, capture_intermediates=lambda m, method: m.name == "final_layer"
+    )
+    np.testing.assert_allclose(captured["intermediates"]["final_layer"]["__call__"][0], ref("final_layer_out"), **tol)
 
 
 def test_patch_tokens_plus_position_table_match_reference(converted):

@@ -34,7 +34,7 @@ def main(root: str) -> None:
     def config(steps, **mesh):
         return tiny_config(training=dict(num_steps=steps), checkpoint=dict(every_steps=2), mesh=mesh)
 
-    one = train(config(6, data=1, fsdp=1, tensor=1), f"{root}/one", devices=devices[:1])
+    train(config(6, data=1, fsdp=1, tensor=1), f"{root}/one", devices=devices[:1])
     eight = train(config(4, data=2, fsdp=2, tensor=2), f"{root}/eight", devices=devices)
     kernel = eight.state.params["blocks_0"]["mlp"]["fc1"]["kernel"]
     report = {
