@@ -5,6 +5,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -85,3 +86,19 @@ def check_against_init(module: nn.Module, params: dict, *example_args, **example
     if problems:
         raise ValueError("converted parameters do not fit the model:\n  " + "\n  ".join(problems))
     return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+
+
+def check_image_backbone(module: nn.Module, params: dict) -> dict:
+    """``check_against_init`` for a DiT-like backbone, on a one-example batch of its configured shape."""
+    cfg = module.config
+    x = jnp.zeros((1, cfg.input_size, cfg.input_size, cfg.in_channels))
+    t = jnp.zeros((1,), jnp.int32)
+    return check_against_init(module, params, x, t, t)
+
+
+def conv_final_layer(sd: StateDict, prefix: str = "final_layer") -> dict:
+    """The U-DiT / DiC final layer (``jaxlab.nn.ConvFinalLayer``): adaLN Linear + 3x3 conv."""
+    return {
+        "adaLN_modulation": {"linear": sd.linear(f"{prefix}.adaLN_modulation.1")},
+        "out_proj": sd.conv(f"{prefix}.out_proj"),
+    }

@@ -9,9 +9,7 @@ Pixel (un)shuffle keeps PyTorch's channel order, so convolutions need only OIHW 
 from collections.abc import Mapping
 from typing import Any
 
-import jax.numpy as jnp
-
-from jaxlab.convert.common import StateDict, check_against_init
+from jaxlab.convert.common import StateDict, check_image_backbone, conv_final_layer
 from jaxlab.models.dic import DiC, DiCConfig, stage_plan
 
 # Keyword arguments of the official ``DiC.__init__`` (and the ``UNetBlock`` kwargs it forwards)
@@ -119,13 +117,7 @@ def convert(torch_kwargs: Mapping[str, Any], state_dict: Mapping[str, Any], **op
         params[f"downs_{k}"] = sd.conv(f"downs.{k}.body.0", bias=False)
         params[f"ups_{k}"] = sd.conv(f"ups.{k}.body.0", bias=False)
     params["output"] = sd.conv("output")
-    params["final_layer"] = {
-        "adaLN_modulation": {"linear": sd.linear("final_layer.adaLN_modulation.1")},
-        "out_proj": sd.conv("final_layer.out_proj"),
-    }
+    params["final_layer"] = conv_final_layer(sd)
     sd.finish()
     module = DiC(config)
-    x = jnp.zeros((1, config.input_size, config.input_size, config.in_channels))
-    t = jnp.zeros((1,), jnp.int32)
-    params = check_against_init(module, params, x, t, t)
-    return module, params
+    return module, check_image_backbone(module, params)

@@ -3,10 +3,9 @@
 from collections.abc import Mapping
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
-from jaxlab.convert.common import StateDict, check_against_init, stack_layers
+from jaxlab.convert.common import StateDict, check_image_backbone, stack_layers
 from jaxlab.models.dit import DiT, DiTConfig, pos_embed_table
 
 # Keyword arguments of the official ``DiT.__init__`` (models.py).
@@ -84,7 +83,4 @@ def convert(torch_kwargs: Mapping[str, Any], state_dict: Mapping[str, Any], **op
         params.update({f"blocks_{i}": b for i, b in enumerate(blocks)})
     sd.finish()
     module = DiT(config)
-    x = jnp.zeros((1, config.input_size, config.input_size, config.in_channels))
-    t = jnp.zeros((1,), jnp.int32)
-    params = check_against_init(module, params, x, t, t)
-    return module, params
+    return module, check_image_backbone(module, params)

@@ -10,10 +10,9 @@ branches into ``dwconv.0.weight`` in place); nothing here can detect it.
 from collections.abc import Mapping
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
-from jaxlab.convert.common import StateDict, check_against_init
+from jaxlab.convert.common import StateDict, check_image_backbone, conv_final_layer
 from jaxlab.models.udit import STAGE_WIDTH, STAGES, UDiT, UDiTConfig
 
 # Keyword arguments of the official ``U_DiT.__init__`` and the ``DownSample_Attn`` options it
@@ -125,13 +124,7 @@ def convert(torch_kwargs: Mapping[str, Any], state_dict: Mapping[str, Any], **op
     for name in ("reduce_chan_level2", "reduce_chan_level1"):
         params[name] = _conv1x1(sd, name)
     params["output"] = sd.conv("output")
-    params["final_layer"] = {
-        "adaLN_modulation": {"linear": sd.linear("final_layer.adaLN_modulation.1")},
-        "out_proj": sd.conv("final_layer.out_proj"),
-    }
+    params["final_layer"] = conv_final_layer(sd)
     sd.finish()
     module = UDiT(cfg)
-    x = jnp.zeros((1, cfg.input_size, cfg.input_size, cfg.in_channels))
-    t = jnp.zeros((1,), jnp.int32)
-    params = check_against_init(module, params, x, t, t)
-    return module, params
+    return module, check_image_backbone(module, params)
