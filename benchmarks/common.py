@@ -1,10 +1,11 @@
-"""Timing helpers shared by the benchmark scripts."""
+"""Timing helpers shared by the benchmark scripts (FLOP counts and peaks come from ``jaxlab.train.perf``)."""
 
 import statistics
 import time
 
 import jax
-import jax.numpy as jnp
+
+from jaxlab.train import perf
 
 
 def time_fn(fn, *args, repeats: int = 5, warmup: int = 1) -> float:
@@ -19,20 +20,14 @@ def time_fn(fn, *args, repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def matmul_peak_flops(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> float:
-    """This machine's measured FLOP/s on a large ``jnp.dot`` (the roofline the model numbers are read against)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-    dot = jax.jit(jnp.dot)
-    return 2 * n**3 / time_fn(dot, a, b, repeats=repeats)
+def matmul_peak_flops() -> float:
+    """This machine's measured float32 FLOP/s on a 2048^3 ``jnp.dot`` (the roofline for model numbers)."""
+    return perf.measure_matmul_flops(n=2048, seconds=2.0)
 
 
 def compiled_flops(fn, *args) -> float:
     """FLOPs XLA counts for one call of ``jax.jit(fn)(*args)``."""
-    analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0]
-    return float(analysis["flops"])
+    return perf.compiled_flops_per_device(jax.jit(fn).lower(*args).compile())
 
 
 def device_name() -> str:

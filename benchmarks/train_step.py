@@ -2,6 +2,7 @@
 
   python -m benchmarks.train_step                       # DiT-S/2 on 32x32x4 latents, batch 8
   python -m benchmarks.train_step --variant=B-2 --batch=16 --dtype=bfloat16
+  python -m benchmarks.train_step --family=udit --variant=S  # any configs/<family>.py variant
 
 One step = diffusion loss forward + backward + AdamW + EMA update, on random latents and labels
 (no input pipeline). Prints steps/s and examples/s (median over --repeats timed runs of --steps
@@ -11,13 +12,13 @@ datasheet bf16 peak (TPU/GPU).
 """
 
 import argparse
+import importlib
 import statistics
 import time
 
 import jax
 import numpy as np
 
-from configs.dit import get_config
 from jaxlab.train import perf
 from jaxlab.train import sharding as sh
 from jaxlab.train.optim import make_optimizer
@@ -26,8 +27,8 @@ from jaxlab.train.step import make_train_step
 from jaxlab.train.task import task_from_config
 
 
-def bench(variant: str, batch: int, dtype: str, steps: int, repeats: int) -> dict:
-    config = get_config(variant)
+def bench(variant: str, batch: int, dtype: str, steps: int, repeats: int, family: str = "dit") -> dict:
+    config = importlib.import_module(f"configs.{family}").get_config(variant)
     config.model.dtype = dtype
     config.training.global_batch_size = batch
     mesh = sh.make_mesh(dict(config.mesh))
@@ -59,14 +60,15 @@ def bench(variant: str, batch: int, dtype: str, steps: int, repeats: int) -> dic
         jax.block_until_ready(metrics)
         times.append((time.perf_counter() - start) / steps)
     seconds = statistics.median(times)
-    return dict(variant=variant, batch=batch, dtype=dtype, params=sum(x.size for x in jax.tree.leaves(state.params)),
+    return dict(family=family, variant=variant, batch=batch, dtype=dtype, params=sum(x.size for x in jax.tree.leaves(state.params)),
                 step_ms=1e3 * seconds, steps_per_sec=1 / seconds, examples_per_sec=batch / seconds,
                 gflop_per_step=flops / 1e9, compile_s=compile_s, flops_per_device=flops)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", default="S-2", help="configs/dit.py variant (default S-2: DiT-S/2, 32x32x4)")
+    parser.add_argument("--family", default="dit", help="configs/<family>.py (dit, udit, dic)")
+    parser.add_argument("--variant", default="S-2", help="config variant (default S-2: DiT-S/2, 32x32x4)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--steps", type=int, default=10, help="steps per timed run")
@@ -74,10 +76,10 @@ def main():
     args = parser.parse_args()
 
     peak, source = perf.peak_flops_per_device()
-    result = bench(args.variant, args.batch, args.dtype, args.steps, args.repeats)
+    result = bench(args.variant, args.batch, args.dtype, args.steps, args.repeats, args.family)
     device = jax.devices()[0]
     print(f"device: {device.platform} {device.device_kind} x{jax.device_count()}; peak {peak / 1e9:.1f} GFLOP/s ({source})")
-    print(f"DiT {result['variant']} ({result['params'] / 1e6:.1f}M params), batch {result['batch']}, {result['dtype']}: "
+    print(f"{result['family']} {result['variant']} ({result['params'] / 1e6:.1f}M params), batch {result['batch']}, {result['dtype']}: "
           f"compile {result['compile_s']:.1f}s")
     print(f"  {result['step_ms']:.1f} ms/step = {result['steps_per_sec']:.2f} steps/s = "
           f"{result['examples_per_sec']:.1f} examples/s")

@@ -129,6 +129,9 @@ def image_diffusion_config(
         )
     )
     training_defaults(config)
+    # DiT's recipe flips horizontally (U-DiT and DiC reuse it). On latent sources the latents are
+    # flipped, the usual stand-in for flipping the images before encoding them.
+    config.data.random_flip = not (small or digits)
     if small:
         config.sample.update(sampler="ddim", num_steps=10, classes=(0, 1, 2, 3), num_samples=4, batch_size=4)
     if digits:

@@ -54,9 +54,7 @@ def _typed(fields: dict) -> dict:
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     variant = variant or "S"
     fields = pick_variant("udit", variant, {**_PAPER, **_SMALL, **_DIGITS}, default="S")
-    config = image_diffusion_config(
+    return image_diffusion_config(
         "udit", variant, {**_MODEL, **_typed(fields)}, small=variant in _SMALL, digits=variant in _DIGITS,
         digits_steps=3000, sampler="ddpm", num_sampling_steps=250, cfg_scale=1.5,
     )
-    config.data.random_flip = variant in _PAPER  # the paper trains with horizontal flips
-    return config
