@@ -56,5 +56,5 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     fields = pick_variant("udit", variant, {**_PAPER, **_SMALL, **_DIGITS}, default="S")
     return image_diffusion_config(
         "udit", variant, {**_MODEL, **_typed(fields)}, small=variant in _SMALL, digits=variant in _DIGITS,
-        digits_steps=3000, sampler="ddpm", num_sampling_steps=250, cfg_scale=1.5,
+        digits_steps=2000, sampler="ddpm", num_sampling_steps=250, cfg_scale=1.5,
     )

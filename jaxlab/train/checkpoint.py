@@ -12,7 +12,9 @@ Restoring takes an abstract state whose ShapeDtypeStructs carry the *current* sh
 checkpoint written on one mesh restores onto another (e.g. 8 devices -> 4).
 """
 
+import contextlib
 import json
+import logging
 
 import grain
 import jax
@@ -96,11 +98,28 @@ class Checkpointer:
         self.manager.close()
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+    """Silences orbax's warnings about a read-only manager and the unread data item (expected here)."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def restore_params_subtree(directory: str | epath.Path, key: str = "ema_params", step: int | None = None):
     """``(step, tree)``: one subtree of a saved TrainState (e.g. the EMA params), as numpy on the host.
 
     Needs no model or mesh: shapes come from the checkpoint metadata; nothing else is read.
     """
+    with _quiet_absl():
+        return _restore_params_subtree(directory, key, step)
+
+
+def _restore_params_subtree(directory, key, step):
     manager = ocp.CheckpointManager(
         epath.Path(directory),
         item_handlers={STATE: ocp.PyTreeCheckpointHandler()},
