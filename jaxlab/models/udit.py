@@ -31,6 +31,7 @@ from jaxlab.nn import (
     Mlp,
     TimestepEmbedder,
     dense,
+    dot_product_attention,
     dense_general,
     layer_norm_no_affine,
     logical_init,
@@ -254,7 +255,7 @@ class DownsampledAttention(nn.Module):
             )
             out_bNHK = cosine_attention(q_bNHK, k_bNHK, v_bNHK, logit_scale, max_logit_scale=MAX_LOGIT_SCALE)
         else:
-            out_bNHK = jax.nn.dot_product_attention(q_bNHK, k_bNHK, v_bNHK)  # scale head_dim**-0.5
+            out_bNHK = dot_product_attention(q_bNHK, k_bNHK, v_bNHK)  # scale head_dim**-0.5
         out_bND = dense_general(d, ("heads", "kv", "embed"), axis=(-2, -1), dtype=self.dtype, name="to_out")(out_bNHK)
         return from_token_groups(out_bND.reshape(b, f * f, n, d), f, h, w)
 

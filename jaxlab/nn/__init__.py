@@ -9,7 +9,7 @@ Conventions (every family follows them):
   them to mesh axes lives in one place, ``jaxlab.train.sharding``.
 """
 
-from jaxlab.nn.attention import MultiHeadSelfAttention
+from jaxlab.nn.attention import MultiHeadSelfAttention, dot_product_attention
 from jaxlab.nn.cosine_attention import cosine_attention
 from jaxlab.nn.embeddings import (
     LabelEmbedder,
@@ -59,6 +59,7 @@ __all__ = [
     "cosine_attention",
     "dense",
     "dense_general",
+    "dot_product_attention",
     "init_kv_cache",
     "layer_norm_no_affine",
     "logical_init",

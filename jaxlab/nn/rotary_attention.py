@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlab.nn.attention import dot_product_attention
 from jaxlab.nn.kv_cache import write_slice
 from jaxlab.nn.linear import Initializer, dense_general
 from jaxlab.nn.rope import apply_rope, rope_sin_cos
@@ -59,7 +60,7 @@ class RotaryAttention(nn.Module):
             k = write_slice(cache[0], k, offset, write_mask)
             v = write_slice(cache[1], v, offset, write_mask)
             new_cache = (k, v)
-        out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)
+        out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask)
         out = dense_general(
             d, ("heads", "kv", "embed"), axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
             kernel_init=self.out_kernel_init, name="attn_out",
