@@ -19,6 +19,7 @@ EOS padding is part of the answer the model learns). Example ``i`` of a seeded s
 function of ``(seed, i)``, so any number of workers/hosts can read it in any order.
 """
 
+import abc
 import codecs
 import contextlib
 import dataclasses
@@ -84,7 +85,25 @@ class CharVocab:
         return "".join(out)
 
 
-class PromptAnswerTask:
+class ExampleStream(abc.ABC):
+    """Deterministic examples by ``(seed, index)``, and batches of consecutive ones."""
+
+    @abc.abstractmethod
+    def example(self, seed: int, index: int) -> dict[str, np.ndarray]:
+        """Example ``index`` of the stream ``seed``: ``tokens [L]`` int32, ``prompt_lengths []`` int32."""
+
+    def batch(self, seed: int, start: int, size: int) -> dict[str, np.ndarray]:
+        """Examples ``start .. start+size-1`` stacked: ``tokens [size, L]``, ``prompt_lengths [size]``."""
+        rows = [self.example(seed, i) for i in range(start, start + size)]
+        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+    def batches(self, batch_size: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """An endless stream of batches (numpy), example indices ``0, 1, 2, ...`` of stream ``seed``."""
+        for start in itertools.count(0, batch_size):
+            yield self.batch(seed, start, batch_size)
+
+
+class PromptAnswerTask(ExampleStream):
     """Base of the synthetic tasks: fixed ``prompt_length`` P and ``answer_length`` G.
 
     Subclasses implement ``_example(rng) -> (prompt_text, answer_text)`` and
@@ -104,16 +123,6 @@ class PromptAnswerTask:
         """Example ``index`` of the stream ``seed``: ``tokens [P+G]`` int32, ``prompt_lengths []`` int32."""
         prompt, answer = self._example(np.random.default_rng((seed, index)))
         return self._encode(prompt, answer)
-
-    def batch(self, seed: int, start: int, size: int) -> dict[str, np.ndarray]:
-        """Examples ``start .. start+size-1`` stacked: ``tokens [size, P+G]``, ``prompt_lengths [size]``."""
-        rows = [self.example(seed, i) for i in range(start, start + size)]
-        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-
-    def batches(self, batch_size: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        """An endless stream of batches (numpy), example indices ``0, 1, 2, ...`` of stream ``seed``."""
-        for start in itertools.count(0, batch_size):
-            yield self.batch(seed, start, batch_size)
 
     def check(self, tokens) -> np.ndarray:
         """``tokens [N, P+G]`` (prompt + generated answer) -> ``[N]`` bool, True where the answer is right.
@@ -148,11 +157,13 @@ class PromptAnswerTask:
         ids[self.prompt_length : self.prompt_length + len(answer)] = self.vocab.encode(answer)
         return {"tokens": ids, "prompt_lengths": np.int32(self.prompt_length)}
 
+    @abc.abstractmethod
     def _example(self, rng: np.random.Generator) -> tuple[str, str]:
-        raise NotImplementedError
+        """One ``(prompt, answer)`` pair drawn with ``rng``."""
 
+    @abc.abstractmethod
     def _is_correct(self, prompt: str, answer: str) -> bool:
-        raise NotImplementedError
+        """Whether ``answer`` solves ``prompt``."""
 
 
 class AdditionTask(PromptAnswerTask):
@@ -287,7 +298,7 @@ def _corpus_text(name: str) -> str:
     raise ValueError(f"unknown corpus {name!r}; known corpora: ['pydoc', 'zen']")
 
 
-class TextCorpus:
+class TextCorpus(ExampleStream):
     """Character-level windows of an embedded English text for pre-training (no prompt).
 
     ``corpus``: ``"pydoc"`` (the stdlib's help topics) or ``"zen"`` (the Zen of Python). Characters
@@ -314,14 +325,6 @@ class TextCorpus:
     def example(self, seed: int, index: int) -> dict[str, np.ndarray]:
         start = np.random.default_rng((seed, index)).integers(0, len(self._ids) - self.seq_length + 1)
         return {"tokens": self._ids[start : start + self.seq_length].copy(), "prompt_lengths": np.int32(0)}
-
-    def batch(self, seed: int, start: int, size: int) -> dict[str, np.ndarray]:
-        rows = [self.example(seed, i) for i in range(start, start + size)]
-        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-
-    def batches(self, batch_size: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        for start in itertools.count(0, batch_size):
-            yield self.batch(seed, start, batch_size)
 
 
 def make_task(name: str, **kwargs):
