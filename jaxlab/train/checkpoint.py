@@ -15,6 +15,7 @@ checkpoint written on one mesh restores onto another (e.g. 8 devices -> 4).
 import contextlib
 import json
 import logging
+import os
 
 import grain
 import jax
@@ -25,6 +26,12 @@ from orbax.checkpoint import checkpoint_managers as policies
 from jaxlab.train.state import TrainState
 
 STATE, DATA = "state", "data"
+
+
+def orbax_path(directory: str | os.PathLike) -> epath.Path:
+    """``directory`` as orbax takes it: local paths made absolute (orbax refuses relative ones), remote (``gs://``) as given."""
+    text = os.fspath(directory)
+    return epath.Path(text if "://" in text else os.path.abspath(os.path.expanduser(text)))
 
 
 class _IteratorSnapshot:
@@ -50,7 +57,7 @@ class Checkpointer:
     def __init__(self, directory: str | epath.Path, *, keep_last: int = 3, keep_every: int = 0, async_save: bool = True):
         if keep_last < 1:
             raise ValueError(f"config.checkpoint.keep_last={keep_last} must be >= 1")
-        self.directory = epath.Path(directory)
+        self.directory = orbax_path(directory)
         options = ocp.CheckpointManagerOptions(
             preservation_policy=preservation_policy(keep_last, keep_every),
             enable_async_checkpointing=async_save,
@@ -121,7 +128,7 @@ def restore_params_subtree(directory: str | epath.Path, key: str = "ema_params",
 
 def _restore_params_subtree(directory, key, step):
     manager = ocp.CheckpointManager(
-        epath.Path(directory),
+        orbax_path(directory),
         item_handlers={STATE: ocp.PyTreeCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(read_only=True),
     )

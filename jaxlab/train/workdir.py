@@ -12,14 +12,16 @@ import uuid
 
 from etils import epath
 
+from jaxlab.train.checkpoint import orbax_path
+
 
 class Workdir:
     def __init__(self, path: str):
         if not path:
             raise ValueError("--workdir is empty; give a directory (local path or gs://bucket/dir) for the run")
-        self.path = epath.Path(path)
         self.remote = "://" in str(path)
-        self.local = pathlib.Path(tempfile.mkdtemp(prefix="jaxlab-run-")) if self.remote else pathlib.Path(path)
+        self.path = orbax_path(path)  # local paths absolute (orbax refuses relative ones)
+        self.local = pathlib.Path(tempfile.mkdtemp(prefix="jaxlab-run-")) if self.remote else pathlib.Path(self.path)
 
     @property
     def checkpoints(self) -> epath.Path:

@@ -80,9 +80,11 @@ def test_kill_resume_stop_and_sample(tmp_path, cache_dir):
     assert "(SIGTERM); checkpoint saved" in err
     assert Checkpointer(workdir / "checkpoints").latest_step() == stopped_at > killed_at
 
-    # 3. Continue to a final step, writing a sample grid from the EMA params.
+    # 3. Continue to a final step, writing a sample grid from the EMA params; the workdir given
+    #    relative to the current directory, as in the README (orbax itself refuses relative paths).
+    relative = os.path.relpath(workdir, ROOT)
     proc = _run(["launch.train", *cli_args(training__num_steps=stopped_at + 1, logging__sample_every_steps=1000,
-                                           sample__num_steps=2), f"--workdir={workdir}"], cache_dir)
+                                           sample__num_steps=2), f"--workdir={relative}"], cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     grid = workdir / f"samples/step_{stopped_at + 1:08d}.png"
     assert grid.exists() and f"finished at step {stopped_at + 1}; latest sample grid: {grid}" in proc.stderr
