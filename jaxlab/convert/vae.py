@@ -161,3 +161,24 @@ def convert(torch_kwargs: Mapping[str, Any], state_dict: Mapping[str, Any], **op
     params = convert_params(config, state_dict)
     f = config.downsample_factor
     return module, check_against_init(module, params, jnp.zeros((1, f, f, config.in_channels)))
+
+
+def config_next_to(checkpoint) -> dict:
+    """The diffusers ``config.json`` beside a checkpoint file, or ``{}`` (= the sd-vae-ft-ema config).
+
+    Raises if that ``config.json`` belongs to another class than ``AutoencoderKL``.
+    """
+    import json
+    import pathlib
+
+    path = pathlib.Path(checkpoint)
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    if not config.is_file():
+        print(f"no config.json next to {path}: using the sd-vae-ft-ema config (block_out_channels 128-512, 4 latents)")
+        return {}
+    kwargs = json.loads(config.read_text())
+    if kwargs.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
+        raise ValueError(f"{config} describes a {kwargs['_class_name']}, not an AutoencoderKL; pass the VAE's own "
+                         f"config with --torch_config (or remove the file to use the sd-vae-ft-ema config)")
+    print(f"read the VAE config from {config}")
+    return kwargs
