@@ -142,3 +142,30 @@ def test_bad_inputs_are_named(vae, folder, tmp_path):
         prepare_output(out, {"seed": 1})
     with pytest.raises(FileExistsError, match="not a launch.encode output"):
         prepare_output(folder, {"seed": 0})
+
+
+def test_tfds_source_with_flipped_copies(vae, tmp_path):
+    """The config's tfds dataset (launch.encode without --images), --hflip=both: image k is examples
+    2k (as is) and 2k+1 (mirrored), each encoded with its own key."""
+    from jaxlab.data.sources import build_source
+    from launch.encode import _tfds_data
+    from tests.data import tiny_tfds
+
+    _, module, params = vae
+    tiny_tfds.build(tmp_path / "tfds")
+    config = get_config("tiny")
+    config.data.update(source="tfds", tfds_name=tiny_tfds.NAME, tfds_data_dir=str(tmp_path / "tfds"), random_flip=True)
+    spec = build_source(_tfds_data(config, 16))
+    plan = Plan(len(spec.source), "both", 8, 0)
+    out = tmp_path / "out"
+    prepare_output(out, {"any": 1})
+    assert encode_shards(spec, plan, module, params, out, batch_size=4, log=lambda m: None) == 3
+    _, examples = _read_shards(out)
+    assert len(examples) == 2 * tiny_tfds.NUM_EXAMPLES
+    items = [spec.decode(spec.source[k]) for k in range(tiny_tfds.NUM_EXAMPLES)]  # TFDS's stored order
+    images = np.stack([item["image"] for item in items])
+    images = np.stack([images, images[:, :, ::-1]], axis=1).reshape(-1, 16, 16, 3)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(np.arange(len(images)))
+    expected = np.asarray(make_latent_encoder(module)(params, images, keys))
+    np.testing.assert_allclose(np.stack([e["image"] for e in examples]), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal([int(e["label"]) for e in examples], np.repeat([int(item["label"]) for item in items], 2))

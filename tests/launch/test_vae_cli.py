@@ -29,24 +29,26 @@ def _run(*args, check=True, timeout=300):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """(converted DiT dir, converted VAE dir, the DiT .pt file)."""
+    """(converted DiT dir, converted VAE dir)."""
     from safetensors.numpy import save_file
 
+    from jaxlab.convert import from_torch
+    from jaxlab.train.params_io import save_model
+
     root = tmp_path_factory.mktemp("ckpt")
-    pt = root / "DiT-tiny.pt"
-    torch.save({k: torch.from_numpy(v) for k, v in DIT.state_dict.items()}, pt)
-    _run("launch.convert", "--family=dit", f"--checkpoint={pt}", f"--output={root / 'dit'}", f"--torch_kwargs={DIT_KWARGS}")
+    dit, dit_params = from_torch("dit", json.loads(DIT_KWARGS), DIT.state_dict)  # the DiT CLI: test_convert_and_sample
+    save_model(root / "dit", "dit", dit.config, dit_params)
     weights = root / "vae_download" / "diffusion_pytorch_model.safetensors"
     weights.parent.mkdir()
     save_file(VAE.state_dict, str(weights))
     (weights.parent / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", **VAE.meta["constructor"]}))
     proc = _run("launch.convert", "--family=vae", f"--checkpoint={weights}", f"--output={root / 'vae'}")
     assert "read the VAE config from" in proc.stdout
-    return root / "dit", root / "vae", pt
+    return root / "dit", root / "vae"
 
 
 def test_sample_with_vae_writes_decoded_pngs_and_uint8_npz(checkpoints, tmp_path):
-    dit, vae, _ = checkpoints
+    dit, vae = checkpoints
     out = tmp_path / "samples"
     _run("launch.sample", "--config=configs/dit.py:tiny", f"--checkpoint={dit}", f"--vae={vae}", f"--outdir={out}",
          "--config.sample.num_steps=3", "--config.sample.classes=(3, 7)", "--config.sample.num_samples=3")
@@ -70,7 +72,7 @@ def test_sample_with_vae_writes_decoded_pngs_and_uint8_npz(checkpoints, tmp_path
 
 
 def test_bad_vae_inputs_fail_before_work(checkpoints, tmp_path):
-    dit, vae, _ = checkpoints
+    dit, vae = checkpoints
     proc = _run("launch.sample", "--config=configs/dit.py:digits", f"--vae={vae}", f"--outdir={tmp_path / 'a'}", check=False)
     assert proc.returncode and "--vae was given for a pixel-space model" in proc.stderr
     assert not (tmp_path / "a").exists()
