@@ -16,8 +16,9 @@ per file ``latents-SSSSS-of-NNNNN.array_record``.
 
 Resumable: a shard is written to ``<name>.tmp`` and renamed when complete, and a rerun skips
 the finished ones (``encode.json`` records the run's settings; a rerun with other settings is
-refused). Shards are dealt to processes round-robin (multi-host: run the same command on every
-host); each batch is split over the local devices. Example ``i``'s posterior draw uses the key
+refused). Shards are dealt to processes round-robin: with ``--distributed`` (the same command on
+every host of a TPU pod / SLURM job) or ``--worker=i/N`` (N independent processes, no
+coordination needed); each batch is split over the process's local devices. Example ``i``'s posterior draw uses the key
 ``fold_in(seed, i)``, so the output does not depend on batching, devices or restarts.
 
 ``--hflip``: ``none``; ``random`` (fast-DiT: each image flipped with probability 1/2, decided
@@ -54,6 +55,8 @@ _CONVERT_RGB = flags.DEFINE_bool("convert_rgb", False, "convert non-RGB images (
 _BATCH = flags.DEFINE_integer("batch_size", 32, "images per encode step (a multiple of the local device count)")
 _PER_SHARD = flags.DEFINE_integer("examples_per_shard", 10_000, "examples per ArrayRecord file")
 _SEED = flags.DEFINE_integer("seed", 0, "posterior-sampling (and --hflip=random) seed")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "jax.distributed.initialize() (TPU pods, SLURM); shards go round-robin to its processes")
+_WORKER = flags.DEFINE_string("worker", None, "i/N: worker i of N independent processes sharing --output (instead of --distributed)")
 _STOP = flags.DEFINE_integer("stop_after_shards", 0, "stop after writing this many shards (0: all); rerun to continue")
 
 SETTINGS = "encode.json"
@@ -189,6 +192,7 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/dit.py:XL-2")
     if _PER_SHARD.value < 1 or _BATCH.value < 1:
         raise app.UsageError("--examples_per_shard and --batch_size must be >= 1")
+    process_index, process_count = _process()
     vae, vae_params = load_vae(_VAE.value)
     image_size = image_size_for(config.model, vae.config, int(config.data.image_size))
     if _IMAGES.value:
@@ -210,14 +214,32 @@ def main(argv):
     settings = dict(source=source_name, num_images=plan.num_images, image_size=image_size, hflip=plan.hflip,
                     examples_per_shard=plan.examples_per_shard, seed=plan.seed, vae=str(pathlib.Path(_VAE.value).absolute()),
                     scaling_factor=vae.config.scaling_factor)
-    if jax.process_index() == 0:
+    if process_index == 0:
         prepare_output(output, settings)
-    encode_shards(spec, plan, vae, vae_params, output, batch_size=_BATCH.value, process_index=jax.process_index(),
-                  process_count=jax.process_count(), stop_after=_STOP.value)
+    encode_shards(spec, plan, vae, vae_params, output, batch_size=_BATCH.value, process_index=process_index,
+                  process_count=process_count, stop_after=_STOP.value)
     finished = sum((output / plan.shard_name(s)).exists() for s in range(plan.num_shards))
     print(f"{finished}/{plan.num_shards} shards in {output}" + (
         f"; train with --config.data.source=array_record --config.data.path={output}" if finished == plan.num_shards
         else "; rerun the same command to write the rest"))
+
+
+def _process() -> tuple[int, int]:
+    """(this process's index, the number of processes) from --distributed or --worker."""
+    if _DISTRIBUTED.value and _WORKER.value:
+        raise app.UsageError("--distributed and --worker exclude each other")
+    if _DISTRIBUTED.value:
+        jax.distributed.initialize()
+        return jax.process_index(), jax.process_count()
+    if _WORKER.value:
+        try:
+            index, count = (int(v) for v in _WORKER.value.split("/"))
+        except ValueError:
+            raise app.UsageError(f"--worker={_WORKER.value!r} must be i/N, e.g. --worker=0/4") from None
+        if not 0 <= index < count:
+            raise app.UsageError(f"--worker={_WORKER.value}: need 0 <= i < N")
+        return index, count
+    return 0, 1
 
 
 def _tfds_data(config, image_size: int) -> ml_collections.ConfigDict:

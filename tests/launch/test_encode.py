@@ -169,3 +169,14 @@ def test_tfds_source_with_flipped_copies(vae, tmp_path):
     expected = np.asarray(make_latent_encoder(module)(params, images, keys))
     np.testing.assert_allclose(np.stack([e["image"] for e in examples]), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal([int(e["label"]) for e in examples], np.repeat([int(item["label"]) for item in items], 2))
+
+
+def test_workers_split_the_shards(vae, folder, tmp_path):
+    """--worker=i/N (or --distributed): process i writes shards i, i+N, ...; together they write each once."""
+    _, module, params = vae
+    spec, plan = image_folder_spec(folder, 16), Plan(NUM_IMAGES, "none", 4, 0)
+    written = [encode_shards(spec, plan, module, params, tmp_path, batch_size=4, process_index=i, process_count=2,
+                             log=lambda m: None) for i in (1, 0)]
+    assert written == [1, 2]
+    assert sorted(p.name for p in tmp_path.glob("*.array_record")) == [plan.shard_name(s) for s in range(3)]
+    assert len(_read_shards(tmp_path)[1]) == NUM_IMAGES

@@ -29,6 +29,11 @@ def _apply(module, params, x, method, **kwargs):
     return module.apply({"params": params}, x, method=method, mutable=["intermediates"], **kwargs)
 
 
+def _jit(module, method="__call__"):
+    """``module.apply`` of ``method``, jitted (one compile instead of op-by-op dispatch)."""
+    return jax.jit(lambda params, *args: module.apply({"params": params}, *args, method=method))
+
+
 def test_encode_matches_reference_with_intermediates(converted):
     module, params = converted
     (mean, logvar), state = jax.jit(lambda p, x: _apply(module, p, x, "encode"))(params, nchw_to_nhwc(CASE["inputs/x"]))
@@ -62,17 +67,18 @@ def test_decode_mean_matches_reference_with_intermediates(converted):
 def test_decode_of_diffusion_latents_matches_reference(converted):
     module, params = converted
     z = nchw_to_nhwc(CASE["inputs/z"]) / module.config.scaling_factor  # sample_ddp.py: vae.decode(z / 0.18215)
-    CASE.assert_close("decode_z", nhwc_to_nchw(module.apply({"params": params}, z, method="decode")))
+    CASE.assert_close("decode_z", nhwc_to_nchw(_jit(module, "decode")(params, z)))
 
 
 def test_call_decodes_the_mean_or_a_posterior_draw(converted):
     module, params = converted
     x = nchw_to_nhwc(CASE["inputs/x"])
-    CASE.assert_close("decode_mean", nhwc_to_nchw(module.apply({"params": params}, x)))
-    mean, logvar = module.apply({"params": params}, x, method="encode")
+    call = _jit(module)
+    CASE.assert_close("decode_mean", nhwc_to_nchw(call(params, x)))
+    mean, logvar = _jit(module, "encode")(params, x)
     rng = jax.random.key(3)
-    drawn = module.apply({"params": params}, x, rng)
-    expected = module.apply({"params": params}, sample_posterior(mean, logvar, rng), method="decode")
+    drawn = call(params, x, rng)
+    expected = _jit(module, "decode")(params, sample_posterior(mean, logvar, rng))
     np.testing.assert_allclose(drawn, expected, rtol=1e-5, atol=1e-5)
     assert np.abs(np.asarray(drawn) - nchw_to_nhwc(CASE["outputs/decode_mean"])).max() > 1e-3
 
@@ -91,7 +97,7 @@ def test_logvar_is_clamped_like_the_reference(converted):
     params = jax.tree_util.tree_map(np.array, params)
     params["quant_conv"]["bias"][4:] = [100.0, -100.0, 0.0, 0.0]  # logvar channels 0, 1 far out of range
     params["quant_conv"]["kernel"][..., 4:6] = 0.0
-    _, logvar = module.apply({"params": params}, nchw_to_nhwc(CASE["inputs/x"]), method="encode")
+    _, logvar = _jit(module, "encode")(params, nchw_to_nhwc(CASE["inputs/x"]))
     np.testing.assert_array_equal(np.asarray(logvar[..., 0]), 20.0)
     np.testing.assert_array_equal(np.asarray(logvar[..., 1]), -30.0)
 
@@ -101,7 +107,7 @@ def test_bfloat16_is_opt_in_and_close(converted):
     assert module.config.dtype == "float32"
     bf16 = AutoencoderKL(module.config.replace(dtype="bfloat16"))
     z = nchw_to_nhwc(CASE["inputs/z"]) / module.config.scaling_factor
-    out = bf16.apply({"params": params}, z, method="decode")
+    out = _jit(bf16, "decode")(params, z)
     assert out.dtype == jnp.float32
     ref = nchw_to_nhwc(CASE["outputs/decode_z"])
     rel = float(np.abs(np.asarray(out) - ref).max() / np.abs(ref).max())
