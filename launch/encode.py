@@ -138,7 +138,9 @@ def encode_shards(spec, plan: Plan, vae, vae_params, output: pathlib.Path, *, ba
     devices = jax.local_devices()
     if batch_size % len(devices):
         raise ValueError(f"--batch_size={batch_size} must be a multiple of the {len(devices)} local devices")
-    sharding = NamedSharding(Mesh(np.asarray(devices), ("batch",)), PartitionSpec("batch"))
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    sharding = NamedSharding(mesh, PartitionSpec("batch"))
+    vae_params = jax.device_put(vae_params, NamedSharding(mesh, PartitionSpec()))  # replicated once, not per call
     encode = make_latent_encoder(vae)
     base_key = jax.random.key(plan.seed)
     mine = [s for s in range(plan.num_shards) if s % process_count == process_index]

@@ -2,6 +2,7 @@
 
 import pathlib
 
+import jax
 import numpy as np
 from PIL import Image
 
@@ -27,7 +28,8 @@ def load_vae(path: str):
             f"--vae={path} holds a {family!r} model, not a VAE; pass the directory written by "
             f"`python -m launch.convert --family=vae ...`"
         )
-    return load_model(path)
+    module, params = load_model(path)
+    return module, jax.device_put(params)  # on the device once, not copied at every decode call
 
 
 def decode_latents(vae, vae_params, latents: np.ndarray, batch_size: int) -> np.ndarray:
