@@ -8,7 +8,8 @@ images are NHWC here, in [-1, 1].
   of the latent ``[N, H/f, W/f, latent_channels]`` (``f = 2 ** (len(block_out_channels) - 1)``,
   8 for the real model); ``logvar`` is clamped to [-30, 20] as ``DiagonalGaussianDistribution``.
 - ``module.apply(v, z, method="decode") -> image [N, H, W, out_channels]`` (float32, about [-1, 1]).
-- ``module.apply(v, x)`` = ``decode(mean)`` (the reference's ``forward(sample_posterior=False)``).
+- ``module.apply(v, x)`` = ``decode(mean)`` (the reference's ``forward(sample_posterior=False)``);
+  ``module.apply(v, x, rng)`` decodes a posterior draw (``sample_posterior=True``).
 - ``sample_posterior(mean, logvar, rng)`` draws ``mean + exp(logvar / 2) * eps``.
 
 Latent diffusion models use ``config.scaling_factor * z`` (0.18215 for sd-vae-ft-ema/-mse) as
