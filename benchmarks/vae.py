@@ -32,13 +32,14 @@ SD_VAE_CONFIG = dict(  # stabilityai/sd-vae-ft-ema config.json
 )
 
 
-def models(seed: int = 0):
-    """``(diffusers model, jaxlab module, jaxlab params)`` with the same random sd-vae-ft-ema weights."""
+def models(seed: int = 0, config: dict | None = None):
+    """``(diffusers model, jaxlab module, jaxlab params)`` with the same random weights (sd-vae-ft-ema's
+    architecture unless ``config`` gives other ``AutoencoderKL`` kwargs)."""
     import torch
     from diffusers import AutoencoderKL as TorchVAE
 
     torch.manual_seed(seed)
-    ref = TorchVAE(**SD_VAE_CONFIG).eval()
+    ref = TorchVAE(**(config or SD_VAE_CONFIG)).eval()
     module, params = from_torch("vae", dict(ref.config), ref.state_dict())
     return ref, module, jax.device_put(params)
 
@@ -49,10 +50,11 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def throughput(size: int, batch: int, rounds: int) -> tuple[list[dict], dict]:
+def throughput(size: int, batch: int, rounds: int, config: dict | None = None) -> tuple[list[dict], dict]:
+    """Table rows (images/s of both libraries, ratio, output difference) and the raw differences."""
     import torch
 
-    ref, module, params = models()
+    ref, module, params = models(config=config)
     x_np = np.random.default_rng(0).uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)
     x_t, x_j = torch.from_numpy(x_np), jnp.asarray(x_np.transpose(0, 2, 3, 1))
     encode = jax.jit(lambda p, x: module.apply({"params": p}, x, method="encode"))
@@ -83,9 +85,9 @@ def throughput(size: int, batch: int, rounds: int) -> tuple[list[dict], dict]:
     return rows, diffs
 
 
-def bf16_difference(size: int, batch: int) -> dict:
+def bf16_difference(size: int, batch: int, config: dict | None = None) -> dict:
     """Largest |bf16 - f32| of encode mean and decode, relative to the float32 output's range."""
-    _, module, params = models()
+    _, module, params = models(config=config)
     bf16 = AutoencoderKL(module.config.replace(dtype="bfloat16"))
     x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
     out = {}
