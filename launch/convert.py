@@ -15,6 +15,11 @@ Sharded Hugging Face checkpoints (e.g. LLaDA-8B) are read from their directory o
 
   python -m launch.convert --family=llada --checkpoint=LLaDA-8B-Instruct/ \
       --torch_config=LLaDA-8B-Instruct/config.json --output=/tmp/llada_8b
+
+The SD VAE (``--family=vae``) reads the diffusers ``config.json`` next to the weights when there
+is one, else uses the sd-vae-ft-ema config:
+
+  python -m launch.convert --family=vae --checkpoint=sd-vae-ft-ema/diffusion_pytorch_model.safetensors --output=/tmp/sd_vae
 """
 
 import json
@@ -24,6 +29,7 @@ from absl import app, flags
 
 from jaxlab.convert import from_torch
 from jaxlab.convert.io import load_sharded_safetensors, load_state_dict
+from jaxlab.convert.vae import config_next_to
 from jaxlab.models.registry import get_family
 from jaxlab.train.params_io import save_model
 
@@ -53,6 +59,8 @@ def main(argv):
             raise app.UsageError(f"unknown preset {_PRESET.value!r}; known: {sorted(family.presets)}")
         kwargs = {**family.presets[_PRESET.value], **kwargs}
     checkpoint = pathlib.Path(_CHECKPOINT.value)
+    if family.name == "vae" and _TORCH_CONFIG.value is None:
+        kwargs = {**config_next_to(checkpoint), **kwargs}
     if checkpoint.is_dir() or checkpoint.name.endswith(".index.json"):
         state_dict = load_sharded_safetensors(checkpoint)
     else:

@@ -5,8 +5,12 @@
       --config.sample.sampler=ddpm --config.sample.num_steps=250 --outdir=/tmp/xl2
 
 Writes ``<outdir>/samples.npz`` (``samples [N, H, W, C]`` float32, ``labels [N]``) and a PNG
-grid. Latent models (``config.sample.latent=True``) write the latents: decoding them needs the
-Stable Diffusion VAE, which jaxlab does not ship yet; the grid then shows latent channels 0-2.
+grid. Latent models (``config.sample.latent=True``) write the latents, and a grid of latent
+channels 0-2; with ``--vae=<converted SD VAE>`` they are decoded as DiT's ``sample_ddp.py`` does:
+``samples.npz`` then holds ``samples`` uint8 images ``[N, H, W, 3]``, ``labels`` and ``latents``,
+next to ``images/<i>.png`` and ``grid.png`` (see docs/vae.md):
+
+  python -m launch.sample --config=configs/dit.py:XL-2 --checkpoint=/tmp/dit_xl2 --vae=/tmp/sd_vae --outdir=/tmp/xl2
 """
 
 import pathlib
@@ -26,9 +30,12 @@ from jaxlab.eval.images import save_grid
 from jaxlab.models.common import check_labels
 from jaxlab.models.registry import get_family
 from jaxlab.train.params_io import load_model
+from jaxlab.diffusion.latents import check_vae_fits_backbone
+from launch.latents import load_vae, write_decoded_samples
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<variant>", lock_config=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "jaxlab model checkpoint (launch.convert output); default: random init")
+_VAE = flags.DEFINE_string("vae", None, "converted SD VAE (launch.convert --family=vae): decode latents to RGB PNGs")
 _OUTDIR = flags.DEFINE_string("outdir", None, "where to write samples.npz and the PNG grid", required=True)
 
 
@@ -70,6 +77,10 @@ def main(argv):
     module, params = build(config, _CHECKPOINT.value, config.seed)
     cfg = module.config
     validate_sample_config(sample_cfg, cfg.num_classes, cfg.class_dropout_prob > 0)
+    vae = None
+    if _VAE.value:
+        vae, vae_params = load_vae(_VAE.value)
+        check_vae_fits_backbone(vae.config, cfg, sample_cfg.latent)
     outdir.mkdir(parents=True, exist_ok=True)
 
     diffusion = sampling_diffusion(sample_cfg.sampler, sample_cfg.num_steps, cfg.learn_sigma, **to_dict(config.diffusion))
@@ -86,14 +97,18 @@ def main(argv):
     samples = np.concatenate(chunks)
     elapsed = time.perf_counter() - start
 
+    if vae is not None:
+        write_decoded_samples(outdir, vae, vae_params, samples, labels, sample_cfg.batch_size)
+        print(f"{sample_cfg.sampler}-{sample_cfg.num_steps}, cfg {sample_cfg.cfg_scale}: {elapsed:.1f}s (including compilation)")
+        return
     np.savez(outdir / "samples.npz", samples=samples, labels=labels)
     if sample_cfg.latent:
         # Latents are unbounded (std ~1 after DiT's 0.18215 scaling): show channels 0-2, min-max scaled.
         view = samples[..., :3]
         lo, hi = float(view.min()), float(view.max())
         grid = save_grid(outdir / "latents_grid.png", view, value_range=(lo, hi if hi > lo else lo + 1), scale=4)
-        print(f"wrote {len(samples)} latents {samples.shape[1:]} to {outdir / 'samples.npz'}; decoding them to "
-              f"images needs the SD VAE (not in jaxlab yet); {grid} shows latent channels 0-2")
+        print(f"wrote {len(samples)} latents {samples.shape[1:]} to {outdir / 'samples.npz'}; decode them to "
+              f"images with --vae=<converted SD VAE>; {grid} shows latent channels 0-2")
     else:
         channels = samples if samples.shape[-1] in (1, 3) else samples[..., :3]
         grid = save_grid(outdir / "grid.png", channels, scale=max(1, 128 // samples.shape[1]))
