@@ -10,13 +10,18 @@ tree for ``module.apply({"params": params}, ...)``. Torch itself is never needed
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jaxlab.convert import dic, dit, llada, udit
+from functools import partial
+
+from jaxlab.convert import dic, dit, llada, lm, udit
 
 _CONVERTERS: dict[str, Callable[..., tuple[Any, dict]]] = {
     "dit": dit.convert,
     "llada": llada.convert,
     "dic": dic.convert,
     "udit": udit.convert,
+    "gpt_neox": partial(lm.convert, "gpt_neox"),
+    "llama": partial(lm.convert, "llama"),
+    "dijiang": partial(lm.convert, "dijiang"),
 }
 
 
