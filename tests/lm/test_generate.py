@@ -1,5 +1,6 @@
 """Generation: the jitted prefill + decode loop equals step-by-step argmax of the full forward; sampling; errors."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +20,7 @@ def models():
     dijiang = from_torch("dijiang", CASE.meta["constructor"]["kwargs"], CASE.state_dict)
     cfg = LMConfig.from_dict(PRESETS["tiny"] | {"max_position_embeddings": 32})
     softmax_module = CausalLM(cfg)
-    params = jax.jit(softmax_module.init)(jax.random.key(1), jnp.zeros((1, 4), jnp.int32))["params"]
+    params = nn.unbox(jax.jit(softmax_module.init)(jax.random.key(1), jnp.zeros((1, 4), jnp.int32))["params"])
     params = jax.tree.map(lambda x: x * 8 if x.ndim == 2 else x, params)  # sharper distributions
     return {"dijiang": dijiang, "softmax": (softmax_module, params)}
 
