@@ -11,8 +11,10 @@
 - ``attention="dijiang"`` replaces softmax attention by DiJiang's (Chen et al., ICML 2024; the
   released ``modeling_gpt_neox_dijiang.py``, see ``jaxlab.models.lm_attention``).
 
-``module(input_ids [B, T], *, cache=None, offset=0) -> (logits [B, T, V] float32, cache)``: without a
-cache the T tokens are a sequence starting at position 0 (``cache`` is returned as None). With a
+``module(input_ids [B, T], segment_ids=None, *, cache=None, offset=0) -> (logits [B, T, V] float32,
+cache)``: without a cache the T tokens are a sequence starting at position 0 (``cache`` is returned
+as None); ``segment_ids [B, T]`` (non-decreasing) marks packed documents, each attending only to
+itself (positions keep counting across documents, as in a plain packed window). With a
 cache (``init_cache``) they sit at positions ``offset .. offset + T - 1`` after the cached ones and
 the updated cache is returned: a fixed-size ``KVCache`` for softmax attention, a ``[layers, B, heads,
 F, head_dim]`` recurrent state for DiJiang (``LinearState``), whose size does not grow with the
@@ -184,7 +186,7 @@ class Block(nn.Module):
     config: LMConfig
 
     @nn.compact
-    def __call__(self, x, positions, cache=None, offset=0, proj=None):
+    def __call__(self, x, positions, cache=None, offset=0, proj=None, segment_ids=None):
         cfg = self.config
         x = checkpoint_name(x, "block_input")
         attn = CausalSelfAttention(cfg, name="attn")
@@ -194,7 +196,7 @@ class Block(nn.Module):
             mlp = GatedMlp(cfg.intermediate_size, dtype=jnp.dtype(cfg.dtype),
                            kernel_init=nn.initializers.normal(cfg.init_std),
                            out_kernel_init=nn.initializers.normal(cfg.init_std), name="mlp")
-        att, cache = attn(_Norm(cfg, name="ln_attn")(x), positions, cache, offset, proj)
+        att, cache = attn(_Norm(cfg, name="ln_attn")(x), positions, cache, offset, proj, segment_ids)
         if cfg.parallel_residual:
             x = x + att + mlp(_Norm(cfg, name="ln_mlp")(x))
         else:
@@ -209,8 +211,9 @@ class _ScannedBlock(nn.Module):
     config: LMConfig
 
     @nn.compact
-    def __call__(self, x, positions, cache, offset, proj):
-        return _maybe_remat(Block, self.config.remat)(self.config, name="block")(x, positions, cache, offset, proj)
+    def __call__(self, x, positions, cache, offset, proj, segment_ids):
+        block = _maybe_remat(Block, self.config.remat)(self.config, name="block")
+        return block(x, positions, cache, offset, proj, segment_ids)
 
 
 def _maybe_remat(cls, remat: str):
@@ -235,7 +238,7 @@ class CausalLM(nn.Module):
         if cfg.scan_blocks:
             self.blocks = nn.scan(
                 _ScannedBlock, variable_axes={"params": 0}, variable_broadcast=False, split_rngs={"params": True},
-                in_axes=(nn.broadcast, 0, nn.broadcast, 0), length=cfg.num_layers,
+                in_axes=(nn.broadcast, 0, nn.broadcast, 0, nn.broadcast), length=cfg.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )(cfg)
         else:
@@ -246,10 +249,14 @@ class CausalLM(nn.Module):
             self.lm_head = dense(cfg.vocab_size, ("embed", "vocab"), use_bias=False, kernel_init=init,
                                  dtype=jnp.dtype(cfg.dtype))
 
-    def __call__(self, input_ids: jax.Array, *, cache=None, offset: jax.Array | int = 0):
+    def __call__(self, input_ids: jax.Array, segment_ids: jax.Array | None = None, *, cache=None,
+                 offset: jax.Array | int = 0):
         cfg = self.config
         if input_ids.ndim != 2:
             raise ValueError(f"CausalLM expects token ids [batch, length], got shape {tuple(input_ids.shape)}")
+        if segment_ids is not None and (cache is not None or segment_ids.shape != input_ids.shape):
+            raise ValueError(f"segment_ids must be [batch, length] like input_ids {tuple(input_ids.shape)} and "
+                             f"cannot be combined with a cache (decoding is one document per row)")
         t = input_ids.shape[1]
         limit = cfg.max_position_embeddings if cache is None else min(cfg.max_position_embeddings, cache_length(cache, cfg))
         if isinstance(offset, int) and offset + t > limit:
@@ -265,14 +272,14 @@ class CausalLM(nn.Module):
         projs = dijiang_projections(cfg)  # frozen constants, not parameters
         projs = None if projs is None else jnp.asarray(projs)
         if cfg.scan_blocks:
-            x, new_cache = self.blocks(x, positions, cache, offset, projs)
+            x, new_cache = self.blocks(x, positions, cache, offset, projs, segment_ids)
             if cache is not None:
                 new_cache = type(cache)(*new_cache)
         else:
             layers = []
             for i, block in enumerate(self.blocks):
                 layer = None if cache is None else jax.tree.map(lambda c, i=i: c[i], tuple(cache))
-                x, layer = block(x, positions, layer, offset, None if projs is None else projs[i])
+                x, layer = block(x, positions, layer, offset, None if projs is None else projs[i], segment_ids)
                 self.sow("intermediates", f"layer{i}_out", x)
                 layers.append(layer)
             new_cache = None if cache is None else type(cache)(*(jnp.stack(parts) for parts in zip(*layers)))

@@ -111,8 +111,9 @@ class CausalSelfAttention(nn.Module):
     config: object  # LMConfig
 
     @nn.compact
-    def __call__(self, x, positions, cache=None, offset=0, proj=None):
-        """``proj [hd, hd]``: this layer's frozen DiJiang projection (``dijiang_projection``); None for softmax."""
+    def __call__(self, x, positions, cache=None, offset=0, proj=None, segment_ids=None):
+        """``proj [hd, hd]``: this layer's frozen DiJiang projection (``dijiang_projection``); None for softmax.
+        ``segment_ids [B, T]`` (no cache): packed documents, each attending only to itself."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         n, kvh, hd, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, x.shape[-1]
@@ -127,25 +128,27 @@ class CausalSelfAttention(nn.Module):
         q, k = _rotary(q, k, positions, cfg)
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
         if cfg.attention == "dijiang":
-            out, cache = self._dijiang(x, q, k, v, cache, offset, proj)
+            out, cache = self._dijiang(x, q, k, v, cache, offset, proj, segment_ids)
         else:
-            out, cache = self._softmax(q, k, v, positions, cache, offset)
+            out, cache = self._softmax(q, k, v, positions, cache, offset, segment_ids)
         out_name = "dense" if cfg.layout == "gpt_neox" else "o_proj"
         out = dense_general(d, ("heads", "kv", "embed"), axis=(-2, -1), name=out_name, **kw)(out.astype(dtype))
         return out, cache
 
-    def _softmax(self, q, k, v, positions, cache, offset):
+    def _softmax(self, q, k, v, positions, cache, offset, segment_ids):
         t = q.shape[1]
         if cache is None:
-            mask = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
-            return dot_product_attention(q, k, v, mask=mask[None, None]), None
+            mask = (jnp.arange(t)[:, None] >= jnp.arange(t)[None, :])[None, None]
+            if segment_ids is not None:
+                mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+            return dot_product_attention(q, k, v, mask=mask), None
         k_all = write_slice(cache[0], k, offset, None)
         v_all = write_slice(cache[1], v, offset, None)
         mask = jnp.arange(k_all.shape[1])[None, :] <= positions[0][:, None]  # [T, L]
         out = dot_product_attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype), mask=mask[None, None])
         return out, (k_all, v_all)
 
-    def _dijiang(self, x, q, k, v, cache, offset, proj):
+    def _dijiang(self, x, q, k, v, cache, offset, proj, segment_ids):
         cfg = self.config
         b, t, n, hd = q.shape
         d = x.shape[-1]
@@ -176,11 +179,11 @@ class CausalSelfAttention(nn.Module):
                                                      log_d2_prev_N=prev)
             new_cache = (state,)
         elif cfg.dijiang_form == "chunked":
-            o, _ = decayed_attention_chunked(qf, kf, v, a, bb, chunk=cfg.dijiang_chunk)
+            o, _ = decayed_attention_chunked(qf, kf, v, a, bb, chunk=cfg.dijiang_chunk, segment_ids=segment_ids)
         elif cfg.dijiang_form == "parallel":
-            o = decayed_attention_parallel(qf, kf, v, a, bb)
+            o = decayed_attention_parallel(qf, kf, v, a, bb, segment_ids=segment_ids)
         else:
-            o = decayed_attention_factorised(qf, kf, v, jnp.exp(a), jnp.exp(bb))
+            o = decayed_attention_factorised(qf, kf, v, jnp.exp(a), jnp.exp(bb), segment_ids=segment_ids)
         merged = o.reshape(b, t, n * hd)  # channel h * hd + i
         self.sow("intermediates", "attn_core_merged", merged)
         normed = GroupNorm(hd, 1e-5, dtype=jnp.float32, name="group_norm")(merged.reshape(b * t, n * hd))

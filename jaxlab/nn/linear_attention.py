@@ -82,17 +82,28 @@ def _causal(t: int, s: int | None = None) -> jax.Array:
     return jnp.arange(t)[:, None] >= jnp.arange(s)[None, :]
 
 
-def decayed_attention_parallel(qf, kf, v, log_d1_NT, log_d2_NT) -> jax.Array:
-    """The ``T x T`` form, decay combined in log space: ``[B, T, N, H]`` float32."""
+def _same_segment(segment_ids_BT, s_BT=None):
+    """``[B, 1, T, S]`` bool: query and key in the same document (packed sequences)."""
+    s_BT = segment_ids_BT if s_BT is None else s_BT
+    return (segment_ids_BT[:, :, None] == s_BT[:, None, :])[:, None]
+
+
+def decayed_attention_parallel(qf, kf, v, log_d1_NT, log_d2_NT, segment_ids=None) -> jax.Array:
+    """The ``T x T`` form, decay combined in log space: ``[B, T, N, H]`` float32.
+
+    ``segment_ids [B, T]`` (optional): packed documents; a query sees only keys of its own document.
+    """
     t = qf.shape[1]
     scores = jnp.einsum("btnf,bsnf->bnts", qf.astype(jnp.float32), kf.astype(jnp.float32))
     log_decay = log_d1_NT[:, :, None] + log_d2_NT[:, None, :]  # [N, T, S]
     mask = _causal(t)
-    decay = jnp.where(mask[None], jnp.exp(jnp.where(mask[None], log_decay, 0.0)), 0.0)
-    return jnp.einsum("bnts,bsnh->btnh", scores * decay[None], v.astype(jnp.float32))
+    decay = jnp.where(mask[None], jnp.exp(jnp.where(mask[None], log_decay, 0.0)), 0.0)[None]
+    if segment_ids is not None:
+        decay = jnp.where(_same_segment(segment_ids), decay, 0.0)
+    return jnp.einsum("bnts,bsnh->btnh", scores * decay, v.astype(jnp.float32))
 
 
-def decayed_attention_factorised(qf, kf, v, d1_NT, d2_NT, dtype=jnp.float32) -> jax.Array:
+def decayed_attention_factorised(qf, kf, v, d1_NT, d2_NT, dtype=jnp.float32, segment_ids=None) -> jax.Array:
     """The reference's literal ``((qf * D1) (kf * D2)^T * mask) v`` computed in ``dtype``.
 
     ``d1_NT``, ``d2_NT`` are the decay tables themselves (not logs). Overflows for long inputs:
@@ -102,18 +113,24 @@ def decayed_attention_factorised(qf, kf, v, d1_NT, d2_NT, dtype=jnp.float32) -> 
     qd = qf.astype(dtype) * d1_NT.T[None, :, :, None].astype(dtype)
     kd = kf.astype(dtype) * d2_NT.T[None, :, :, None].astype(dtype)
     scores = jnp.einsum("btnf,bsnf->bnts", qd, kd, preferred_element_type=dtype)
-    scores = jnp.where(_causal(t)[None, None], scores, jnp.zeros((), dtype))
+    mask = _causal(t)[None, None]
+    if segment_ids is not None:
+        mask = mask & _same_segment(segment_ids)
+    scores = jnp.where(mask, scores, jnp.zeros((), dtype))
     return jnp.einsum("bnts,bsnh->btnh", scores, v.astype(dtype), preferred_element_type=dtype)
 
 
 def decayed_attention_chunked(
-    qf, kf, v, log_d1_NT, log_d2_NT, *, chunk: int = 64, state=None, log_d2_prev_N=None
+    qf, kf, v, log_d1_NT, log_d2_NT, *, chunk: int = 64, state=None, log_d2_prev_N=None, segment_ids=None
 ) -> tuple[jax.Array, jax.Array]:
     """Blockwise form: ``(o [B, T, N, H] float32, final state [B, N, F, H] float32)``.
 
     ``state`` (default zeros) is the recurrent state of the positions before this call, normalised
     by their last key decay ``log_d2_prev_N [N]``; the returned state is normalised by
     ``log_d2_NT[:, -1]``. A trailing partial block is padded with zero values (which add nothing).
+    ``segment_ids [B, T]`` (optional, non-decreasing along T; not with ``state``): packed documents.
+    The state then only ever holds the current document: a block whose last document differs from
+    the state's drops the carried state, and queries of another document do not read it.
     """
     b, t, n, f = qf.shape
     h = v.shape[-1]
@@ -121,9 +138,13 @@ def decayed_attention_chunked(
     pad = (-t) % c
     qf, kf, v = (x.astype(jnp.float32) for x in (qf, kf, v))
     a, bb = log_d1_NT.astype(jnp.float32), log_d2_NT.astype(jnp.float32)
+    if segment_ids is not None and state is not None:
+        raise ValueError("segment_ids cannot be combined with a carried state (decoding is one document per row)")
+    seg = jnp.zeros((b, t), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
     if pad:
         qf, kf, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (qf, kf, v))
         a, bb = (jnp.pad(x, ((0, 0), (0, pad)), mode="edge") for x in (a, bb))
+        seg = jnp.pad(seg, ((0, 0), (0, pad)), mode="edge")
     k_blocks = (t + pad) // c
     if state is None:
         state = jnp.zeros((b, n, f, h), jnp.float32)
@@ -135,28 +156,33 @@ def decayed_attention_chunked(
 
     a_k = a.reshape(n, k_blocks, c).transpose(1, 0, 2)  # [K, N, C]
     b_k = bb.reshape(n, k_blocks, c).transpose(1, 0, 2)
+    seg_k = seg.reshape(b, k_blocks, c).transpose(1, 0, 2)  # [K, B, C]
     mask = _causal(c)
 
     def body(carry, xs):
-        s_BNFH, ref_N = carry
-        q, k, val, a_NC, b_NC = xs
-        # Inside the block: exp(a_i + b_j), j <= i.
+        s_BNFH, ref_N, seg_B = carry
+        q, k, val, a_NC, b_NC, seg_BC = xs
+        # Inside the block: exp(a_i + b_j), j <= i, same document.
         log_intra = a_NC[:, :, None] + b_NC[:, None, :]
-        intra = jnp.where(mask[None], jnp.exp(jnp.where(mask[None], log_intra, 0.0)), 0.0)
-        scores = jnp.einsum("bcnf,bsnf->bncs", q, k) * intra[None]
+        intra = jnp.where(mask[None], jnp.exp(jnp.where(mask[None], log_intra, 0.0)), 0.0)[None]
+        intra = jnp.where(_same_segment(seg_BC), intra, 0.0)
+        scores = jnp.einsum("bcnf,bsnf->bncs", q, k) * intra
         out = jnp.einsum("bncs,bsnh->bcnh", scores, val)
-        # From earlier blocks: exp(a_i + ref) qf_i S.
-        q_scale = jnp.exp(a_NC + ref_N[:, None])  # [N, C]
-        out = out + jnp.einsum("bcnf,bnfh->bcnh", q * q_scale.T[None, :, :, None], s_BNFH)
-        # New state, normalised by the block's last key decay.
-        new_ref = b_NC[:, -1]
-        k_scale = jnp.exp(b_NC - new_ref[:, None])  # [N, C], <= 1 for a growing b
-        s_BNFH = s_BNFH * jnp.exp(ref_N - new_ref)[None, :, None, None] + jnp.einsum(
-            "bcnf,bcnh->bnfh", k * k_scale.T[None, :, :, None], val
-        )
-        return (s_BNFH, new_ref), out
+        # From earlier blocks: exp(a_i + ref) qf_i S, for queries in the state's document.
+        q_scale = jnp.exp(a_NC + ref_N[:, None]).T[None, :, :, None]  # [1, C, N, 1]
+        reads = (seg_BC == seg_B[:, None])[:, :, None, None]
+        out = out + jnp.einsum("bcnf,bnfh->bcnh", jnp.where(reads, q * q_scale, 0.0), s_BNFH)
+        # New state (the block's last document only), normalised by the block's last key decay.
+        new_ref, new_seg = b_NC[:, -1], seg_BC[:, -1]
+        k_scale = jnp.exp(b_NC - new_ref[:, None]).T[None, :, :, None]  # <= 1 for a growing b
+        writes = (seg_BC == new_seg[:, None])[:, :, None, None]
+        keep = (new_seg == seg_B)[:, None, None, None]
+        carried = jnp.where(keep, s_BNFH * jnp.exp(ref_N - new_ref)[None, :, None, None], 0.0)
+        s_BNFH = carried + jnp.einsum("bcnf,bcnh->bnfh", jnp.where(writes, k * k_scale, 0.0), val)
+        return (s_BNFH, new_ref, new_seg), out
 
-    (state, _), out = jax.lax.scan(body, (state.astype(jnp.float32), ref0), (blocks(qf), blocks(kf), blocks(v), a_k, b_k))
+    init = (state.astype(jnp.float32), ref0, seg[:, 0])
+    (state, _, _), out = jax.lax.scan(body, init, (blocks(qf), blocks(kf), blocks(v), a_k, b_k, seg_k))
     # Padded positions repeat the last decay (edge padding), so the state's normaliser is log D2[T-1].
     out = out.transpose(1, 0, 2, 3, 4).reshape(b, k_blocks * c, n, h)
     return out[:, :t], state

@@ -187,3 +187,19 @@ def test_dijiang_projection_is_frozen_config_not_a_parameter():
     assert not np.allclose(dijiang_projection(cfg, 0), dijiang_projection(cfg, 1))
     other = dataclasses.replace(cfg, dijiang_seed=1)
     assert not np.allclose(dijiang_projection(cfg, 0), dijiang_projection(other, 0))
+
+
+@pytest.mark.parametrize("attention", ["softmax", "dijiang"])
+def test_document_mask_isolates_packed_documents(attention):
+    cfg = LMConfig.from_dict(PRESETS["tiny"] | {"attention": attention, "dijiang_chunk": 4})
+    module = CausalLM(cfg)
+    ids = np.random.default_rng(0).integers(0, 128, size=(1, 12))
+    params = jax.jit(module.init)(jax.random.key(0), ids)["params"]
+    seg = np.repeat([0, 1], [5, 7])[None]
+    fwd = jax.jit(lambda p, x, s: module.apply({"params": p}, x, s)[0])
+    packed = fwd(params, ids, seg)
+    other = ids.copy()
+    other[:, :5] = (other[:, :5] + 1) % 128  # change the first document only
+    moved = fwd(params, other, seg)
+    np.testing.assert_allclose(moved[:, 5:], packed[:, 5:], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(fwd(params, other, np.zeros_like(seg))[:, 5:], packed[:, 5:], atol=1e-3)

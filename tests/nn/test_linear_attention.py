@@ -91,3 +91,17 @@ def test_factorised_form_overflows_where_the_chunked_form_does_not():
         chunked, state = decayed_attention_chunked(qf, kf, v, a, b, chunk=64)
         assert np.isfinite(chunked).all() and np.isfinite(state).all()
     np.testing.assert_allclose(chunked, decayed_attention_parallel(qf, kf, v, a, b), rtol=1e-5, atol=1e-6)
+
+
+def test_document_masks_agree_and_isolate_documents():
+    t = 45
+    qf, kf, v, a, b = _inputs(t)
+    seg = jnp.asarray(np.stack([np.repeat([0, 1, 2], [10, 20, 15]), np.repeat([0, 1], [33, 12])]))
+    ref = decayed_attention_parallel(qf, kf, v, a, b, segment_ids=seg)
+    out, _ = decayed_attention_chunked(qf, kf, v, a, b, chunk=8, segment_ids=seg)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    fact = decayed_attention_factorised(qf, kf, v, jnp.exp(a), jnp.exp(b), segment_ids=seg)
+    np.testing.assert_allclose(fact, ref, rtol=1e-4, atol=1e-5)
+    # Row 0's second document equals a fresh run on it alone (with its own decay rows).
+    alone = decayed_attention_parallel(qf[:1, 10:30], kf[:1, 10:30], v[:1, 10:30], a[:, 10:30], b[:, 10:30])
+    np.testing.assert_allclose(out[:1, 10:30], alone, rtol=1e-5, atol=1e-6)
