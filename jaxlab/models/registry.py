@@ -23,6 +23,8 @@ FAMILIES: dict[str, Family] = {
     "dic": Family("dic", dic.DiC, dic.DiCConfig, dic.PRESETS),
     "udit": Family("udit", udit.UDiT, udit.UDiTConfig, udit.PRESETS),
     "lm": Family("lm", lm.CausalLM, lm.LMConfig, lm.PRESETS),
+    # The LM converters' names (launch.convert --family=gpt_neox|llama|dijiang): the same CausalLM.
+    **{name: Family(name, lm.CausalLM, lm.LMConfig, lm.PRESETS) for name in ("gpt_neox", "llama", "dijiang")},
 }
 
 
