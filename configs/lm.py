@@ -14,8 +14,8 @@ Variants:
 - ``tiny-dijiang``: DiJiang's conversion fine-tune: ``config.init.from_workdir`` must name the
   ``tiny-softmax`` run; its weights are converted (``jaxlab.lm.convert_to_dijiang``) and trained for
   75 steps, 1/16 of the softmax run's tokens, as the paper's ~1/16 training cost.
-- ``tiny-dijiang-scratch``: the same DiJiang model and the same 75 steps from a random init
-  (the control of docs/lm.md).
+- ``tiny-dijiang-scratch``: the same DiJiang model and the same 75 steps from a random init with
+  the softmax run's recipe (peak lr 3e-3, 10% warmup; the control of docs/lm.md).
 - ``pythia-70m`` ... ``pythia-2.8b``, ``llama-1b``: the presets, bf16 compute, scanned and
   rematerialised blocks, on pre-tokenised ``array_record`` files of ``{"tokens": [2048] int32}``
   (``segment_ids`` optional); ``dijiang-70m`` ... ``dijiang-2.8b``: the conversion fine-tune of the
@@ -67,7 +67,7 @@ def _tiny(config, variant: str) -> None:
     config.training.update(num_steps=steps, global_batch_size=16, ema_decay=0.0)
     config.optimizer.update(learning_rate=3e-3, b2=0.95, weight_decay=0.1, grad_clip_norm=1.0, schedule="cosine",
                             warmup_steps=min(100, steps // 10), end_learning_rate=1e-4)
-    if variant != "tiny-softmax":  # the short DiJiang runs: fine-tuning rate, short warmup
+    if variant == "tiny-dijiang":  # fine-tuning a converted model: a lower peak rate
         config.optimizer.update(learning_rate=1e-3, warmup_steps=10)
     config.data.update(source="lm_text", path=TINY_DATA, split="train", shuffle=False, prefetch_buffer_size=16)
     config.checkpoint.update(every_steps=steps, keep_last=1, keep_every=0, async_save=False)

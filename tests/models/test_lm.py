@@ -203,3 +203,16 @@ def test_document_mask_isolates_packed_documents(attention):
     moved = fwd(params, other, seg)
     np.testing.assert_allclose(moved[:, 5:], packed[:, 5:], rtol=1e-5, atol=1e-5)
     assert not np.allclose(fwd(params, other, np.zeros_like(seg))[:, 5:], packed[:, 5:], atol=1e-3)
+
+
+@pytest.mark.parametrize("preset,attention", [("tiny", "dijiang"), ("llama-1b", "softmax")])
+def test_every_parameter_has_logical_axes(preset, attention):
+    import flax.linen as nn
+
+    from jaxlab.nn import LOGICAL_AXES
+
+    module = build_model("lm", preset, attention=attention, scan_blocks=True)
+    boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32)))["params"]
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert leaves and all(isinstance(x, nn.Partitioned) for x in leaves)
+    assert all(name in LOGICAL_AXES for x in leaves for name in x.names if name is not None)
