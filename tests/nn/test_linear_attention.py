@@ -16,7 +16,13 @@ from jaxlab.nn.linear_attention import (
     retnet_log_decay,
 )
 
-jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(autouse=True)
+def _strict_ranks():
+    """The kernels never broadcast by rank promotion (scoped to this module's tests)."""
+    with jax.numpy_rank_promotion("raise"):
+        yield
 
 
 def _inputs(t, b=2, n=3, h=8, seed=0):
