@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # the decode path it times is covered by tests/lm/test_generate.py
 def test_lm_decoding_benchmark_runs():
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.lm_decoding", "--contexts=16,48", "--new_tokens=2", "--hidden=32",

@@ -74,8 +74,9 @@ def test_recurrent_steps_and_split_prefill_equal_parallel():
     # A chunked prefill of the first 20 tokens, then one recurrent step per token.
     out, state = decayed_attention_chunked(qf[:, :20], kf[:, :20], v[:, :20], a[:, :20], b[:, :20], chunk=8)
     outs = [out]
+    step = jax.jit(decayed_attention_step)
     for n in range(20, t):
-        o, state = decayed_attention_step(state, qf[:, n], kf[:, n], v[:, n], a[:, n], b[:, n], b[:, n - 1])
+        o, state = step(state, qf[:, n], kf[:, n], v[:, n], a[:, n], b[:, n], b[:, n - 1])
         outs.append(o[:, None])
     np.testing.assert_allclose(jnp.concatenate(outs, axis=1), ref, rtol=1e-5, atol=1e-6)
     # A chunked continuation from a state equals the parallel form too.
@@ -86,17 +87,14 @@ def test_recurrent_steps_and_split_prefill_equal_parallel():
 
 
 def test_factorised_form_overflows_where_the_chunked_form_does_not():
-    """gamma^-n overflows float16 past ~350 tokens and float32 (= bfloat16's range) past ~2,840."""
-    for dtype, t in ((jnp.float16, 400), (jnp.float32, 3000)):
+    """gamma^-n overflows float16 from ~350 tokens and float32 (= bfloat16's range) from ~2,800."""
+    for dtype, t, ok in ((jnp.float16, 400, 340), (jnp.float32, 3000, 2780)):
         qf, kf, v, a, b = _inputs(t, b=1, n=1, h=4)  # one head: gamma = 1 - 1/32, the fastest decay
-        short = decayed_attention_factorised(qf[:, :300], kf[:, :300], v[:, :300], jnp.exp(a[:, :300]),
-                                             jnp.exp(b[:, :300]), dtype=dtype)
-        assert np.isfinite(np.asarray(short, np.float32)).all(), dtype
-        bad = decayed_attention_factorised(qf, kf, v, jnp.exp(a), jnp.exp(b), dtype=dtype)
-        assert not np.isfinite(np.asarray(bad, np.float32)).all(), dtype
+        out = np.asarray(decayed_attention_factorised(qf, kf, v, jnp.exp(a), jnp.exp(b), dtype=dtype), np.float32)
+        assert np.isfinite(out[:, :ok]).all(), dtype  # early positions are fine ...
+        assert not np.isfinite(out[:, ok:]).all(), dtype  # ... later ones overflow
         chunked, state = decayed_attention_chunked(qf, kf, v, a, b, chunk=64)
         assert np.isfinite(chunked).all() and np.isfinite(state).all()
-    np.testing.assert_allclose(chunked, decayed_attention_parallel(qf, kf, v, a, b), rtol=1e-5, atol=1e-6)
 
 
 def test_document_masks_agree_and_isolate_documents():
