@@ -26,6 +26,7 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from jaxlab.models.common import ModelConfig, remat_policy
@@ -257,6 +258,7 @@ class CausalLM(nn.Module):
         if segment_ids is not None and (cache is not None or segment_ids.shape != input_ids.shape):
             raise ValueError(f"segment_ids must be [batch, length] like input_ids {tuple(input_ids.shape)} and "
                              f"cannot be combined with a cache (decoding is one document per row)")
+        _check_token_ids(input_ids, cfg.vocab_size)
         t = input_ids.shape[1]
         limit = cfg.max_position_embeddings if cache is None else min(cfg.max_position_embeddings, cache_length(cache, cfg))
         if isinstance(offset, int) and offset + t > limit:
@@ -288,6 +290,21 @@ class CausalLM(nn.Module):
         logits = self.embed.attend(x) if cfg.tie_word_embeddings else self.lm_head(x)
         logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
         return logits, new_cache
+
+
+def _check_token_ids(input_ids, vocab_size: int) -> None:
+    """Concrete ids outside ``[0, vocab_size)`` are an error (an embedding gather would clamp or NaN them).
+
+    Inside ``jit`` the ids are abstract; ``jaxlab.lm.generate`` checks them on the host before tracing.
+    """
+    if isinstance(input_ids, jax.core.Tracer):
+        return
+    ids = np.asarray(input_ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"token ids must be integers, got dtype {ids.dtype}")
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise ValueError(f"token ids in [{ids.min()}, {ids.max()}] fall outside the vocabulary [0, {vocab_size}); "
+                         f"tokenise with the model's own tokenizer")
 
 
 def cache_length(cache, config: LMConfig) -> int:

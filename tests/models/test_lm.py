@@ -169,6 +169,12 @@ def test_too_long_input_is_rejected():
         jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 17), jnp.int32)))
 
 
+def test_out_of_vocabulary_ids_are_rejected():
+    module, params = from_torch("dijiang", LM_CASE.meta["constructor"]["kwargs"], LM_CASE.state_dict)
+    with pytest.raises(ValueError, match=r"token ids in \[0, 128\] fall outside the vocabulary \[0, 128\)"):
+        module.apply({"params": params}, np.array([[0, 128]]))
+
+
 def test_dijiang_checkpoint_without_projection_is_rejected():
     sd = {k: v for k, v in LM_CASE.state_dict.items() if not k.endswith("proj_matrix")}
     with pytest.raises(ValueError, match="no attention.proj_matrix for layer"):
