@@ -10,8 +10,9 @@ tree for ``module.apply({"params": params}, ...)``. Torch itself is never needed
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jaxlab.convert import dic, dit, llada, udit
-from jaxlab.convert import vae
+from functools import partial
+
+from jaxlab.convert import dic, dit, llada, lm, udit, vae
 
 _CONVERTERS: dict[str, Callable[..., tuple[Any, dict]]] = {
     "dit": dit.convert,
@@ -19,6 +20,9 @@ _CONVERTERS: dict[str, Callable[..., tuple[Any, dict]]] = {
     "dic": dic.convert,
     "udit": udit.convert,
     "vae": vae.convert,
+    "gpt_neox": partial(lm.convert, "gpt_neox"),
+    "llama": partial(lm.convert, "llama"),
+    "dijiang": partial(lm.convert, "dijiang"),
 }
 
 

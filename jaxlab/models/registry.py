@@ -6,8 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxlab.models import dic, dit, dlm, udit
-from jaxlab.models import vae
+from jaxlab.models import dic, dit, dlm, lm, udit, vae
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +23,9 @@ FAMILIES: dict[str, Family] = {
     "dic": Family("dic", dic.DiC, dic.DiCConfig, dic.PRESETS),
     "udit": Family("udit", udit.UDiT, udit.UDiTConfig, udit.PRESETS),
     "vae": Family("vae", vae.AutoencoderKL, vae.VAEConfig, vae.PRESETS),
+    "lm": Family("lm", lm.CausalLM, lm.LMConfig, lm.PRESETS),
+    # The LM converters' names (launch.convert --family=gpt_neox|llama|dijiang): the same CausalLM.
+    **{name: Family(name, lm.CausalLM, lm.LMConfig, lm.PRESETS) for name in ("gpt_neox", "llama", "dijiang")},
 }
 
 
