@@ -90,11 +90,12 @@ def main(argv):
     logging.getLogger("jaxlab").setLevel(logging.INFO)
     initialize_distributed()
 
+    from jaxlab.train.checkpoint import NonFiniteStateError
     from jaxlab.train.loop import NonFiniteLossError, train
 
     try:
         result = train(config, _WORKDIR.value, stop_at_step=_STOP_AT_STEP.value)
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, NonFiniteStateError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
     if jax.process_index() == 0:

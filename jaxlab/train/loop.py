@@ -24,7 +24,7 @@ import numpy as np
 from jaxlab.data import make_train_data
 from jaxlab.train import perf
 from jaxlab.train import sharding as sh
-from jaxlab.train.checkpoint import Checkpointer
+from jaxlab.train.checkpoint import Checkpointer, NonFiniteStateError
 from jaxlab.train.config import validate
 from jaxlab.train.metrics import MetricsWriter
 from jaxlab.train.optim import make_optimizer
@@ -39,6 +39,12 @@ log = logging.getLogger("jaxlab.train")
 MODEL_JSON = "model.json"
 CONFIG_JSON = "config.json"
 SAMPLES_DIR = "samples"
+
+
+_NAN_ADVICE = (
+    "Try a lower --config.optimizer.learning_rate, warmup (--config.optimizer.warmup_steps) or gradient clipping "
+    "(--config.optimizer.grad_clip_norm=1.0 --config.checkpoint.allow_config_change=optimizer.grad_clip_norm)"
+)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -103,9 +109,7 @@ def _check_finite(rows, last_saved: int | None) -> None:
         if bad:
             raise NonFiniteLossError(
                 f"{' and '.join(bad)} became {metrics[bad[0]]} at step {step}; stopping without saving this state. "
-                f"The last good checkpoint is step {last_saved} (restored on restart). Try a lower "
-                f"--config.optimizer.learning_rate, warmup (--config.optimizer.warmup_steps) or gradient clipping "
-                f"(--config.optimizer.grad_clip_norm=1.0)"
+                f"The last good checkpoint is step {last_saved} (restored on restart). {_NAN_ADVICE}"
             )
 
 
@@ -130,9 +134,8 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
     abstract, shardings = state_shardings(task, optimizer, int(config.seed), data.example, mesh)
 
     checkpointer = Checkpointer.from_config(workdir_.checkpoints, config.checkpoint)
-    last_saved = checkpointer.latest_step()
+    last_saved, state = checkpointer.restore_latest(abstract, data.iterator)
     if last_saved is not None:
-        state = checkpointer.restore(last_saved, abstract, data.iterator)
         _say(f"resumed from {workdir_.checkpoints}/{last_saved}", is_main)
     else:
         state = create_state(task, optimizer, int(config.seed), data.example, shardings)
@@ -185,7 +188,11 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
             if step % log_every == 0 or save_now:
                 last_metrics = _flush_window(window, writer, step, global_batch_size, flops, peak, last_saved, progress)
             if save_now:
-                checkpointer.save(step, state, data.iterator)
+                try:
+                    checkpointer.save(step, state, data.iterator)
+                except NonFiniteStateError as e:
+                    raise NonFiniteStateError(f"{e}. The last good checkpoint is step {last_saved} (restored on "
+                                              f"restart); {_NAN_ADVICE}") from None
                 last_saved = step
             if sampler is not None and (step % sample_every == 0 or step == num_steps):
                 grids.append(_write_grid(sampler, state, step, task, workdir_, is_main))

@@ -1,0 +1,182 @@
+"""Damaged checkpoints, NaN/Inf states and config drift on resume (jaxlab.train, 1 CPU device).
+
+A module-scoped run trains the tiny DiT to step 6 (checkpoints at 3 and 6); each test damages a
+copy of it the way a disk, a copy or a kill does and asserts what a user then sees.
+"""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from jaxlab.data import make_train_data
+from jaxlab.train import integrity
+from jaxlab.train import sharding as sh
+from jaxlab.train.checkpoint import (
+    DAMAGED_DIR, Checkpointer, CheckpointMismatchError, NonFiniteStateError, NoValidCheckpointError,
+    restore_params_subtree,
+)
+from jaxlab.train.loop import train
+from jaxlab.train.optim import make_optimizer
+from jaxlab.train.params_io import load_model
+from jaxlab.train.state import state_shardings
+from jaxlab.train.task import task_from_config
+from tests.train.helpers import assert_trees_equal, tiny_config
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A workdir trained to step 6 with checkpoints at steps 3 and 6, and its final state."""
+    root = tmp_path_factory.mktemp("finished")
+    result = train(tiny_config(), str(root / "run"))
+    assert Checkpointer(root / "run/checkpoints").all_steps() == [3, 6]
+    return root / "run", result
+
+
+@pytest.fixture
+def workdir(finished_run, tmp_path):
+    """A fresh copy of the finished run to damage."""
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run[0], copy)
+    return copy
+
+
+def abstract_state(config):
+    mesh = sh.make_mesh(dict(config.mesh))
+    task = task_from_config(config)
+    data = make_train_data(config.data, global_batch_size=int(config.training.global_batch_size), seed=0)
+    optimizer, _ = make_optimizer(config.optimizer, int(config.training.num_steps))
+    abstract, _ = state_shardings(task, optimizer, 0, data.example, mesh)
+    return abstract, data.iterator
+
+
+def _largest_state_file(step_dir):
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and "/d/" in str(p)]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def _flip_bytes(path, offset_fraction=0.5):
+    data = bytearray(path.read_bytes())
+    at = int(len(data) * offset_fraction)
+    data[at : at + 4] = bytes(b ^ 0xFF for b in data[at : at + 4])
+    path.write_bytes(bytes(data))
+
+
+def _damage(step_dir, how):
+    if how == "corrupt_bytes":
+        _flip_bytes(_largest_state_file(step_dir))
+    elif how == "missing_state":
+        shutil.rmtree(step_dir / "state")
+    elif how == "missing_data":
+        shutil.rmtree(step_dir / "data")
+    elif how == "empty_dir":
+        shutil.rmtree(step_dir)
+        step_dir.mkdir()
+    elif how == "truncated_data":
+        path = step_dir / "data/process_0-of-1.json"
+        path.write_bytes(path.read_bytes()[:5])
+    elif how == "corrupt_data_json":
+        (step_dir / "data/process_0-of-1.json").write_text("{not json")
+    elif how == "corrupt_checksums":
+        (step_dir / "integrity/metadata").write_text("{")
+    else:
+        raise ValueError(how)
+
+
+DAMAGE = ["corrupt_bytes", "missing_state", "missing_data", "empty_dir", "truncated_data", "corrupt_data_json",
+          "corrupt_checksums"]
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_damaged_latest_step_falls_back_to_the_previous_one(workdir, finished_run, how, capsys):
+    _damage(workdir / "checkpoints/6", how)
+    abstract, iterator = abstract_state(tiny_config())
+    checkpointer = Checkpointer(workdir / "checkpoints")
+    step, state = checkpointer.restore_latest(abstract, iterator)
+    checkpointer.close()
+    assert step == 3 and int(state.step) == 3
+    assert iterator.get_state() == {"next_index": 24}
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if line.startswith("warning: skipping damaged checkpoint step 6")]
+    assert len(warning) == 1, err
+    assert "falling back to the previous step" in warning[0]
+    # The damaged step is moved aside (never deleted), so the resumed run can save step 6 again.
+    assert not (workdir / "checkpoints/6").exists() and (workdir / DAMAGED_DIR / "6").exists()
+
+
+def test_corrupt_bytes_are_caught_by_the_checksums(workdir):
+    """Flipped bytes that still decode are found by the checksum (not by a read error)."""
+    step_dir = workdir / "checkpoints/6"
+    meta = json.loads((step_dir / "integrity/metadata").read_text())
+    path = "params/final_layer/linear/bias"
+    meta["checksums"][path] = (meta["checksums"][path] + 1) % 2**32  # as if that array's bytes had changed
+    (step_dir / "integrity/metadata").write_text(json.dumps(meta))
+    abstract, iterator = abstract_state(tiny_config())
+    with pytest.raises(ValueError, match=f"checksum mismatch in 1 array\\(s\\), e.g. {path}"):
+        Checkpointer(workdir / "checkpoints").restore(6, abstract, iterator)
+
+
+def test_resume_after_damage_continues_bit_identically(workdir, finished_run, capsys):
+    _damage(workdir / "checkpoints/6", "corrupt_bytes")
+    resumed = train(tiny_config(), str(workdir))
+    assert resumed.step == 6
+    assert_trees_equal(resumed.state, finished_run[1].state)
+    err = capsys.readouterr().err
+    assert f"resumed from {workdir / 'checkpoints'}/3" in err and "skipping damaged checkpoint step 6" in err
+    assert Checkpointer(workdir / "checkpoints").all_steps() == [3, 6]
+
+
+def test_every_step_damaged_is_one_clear_error(workdir):
+    for step in (3, 6):
+        _damage(workdir / f"checkpoints/{step}", "missing_state")
+    with pytest.raises(NoValidCheckpointError, match="every checkpoint in .* is damaged \\(steps \\[6, 3\\]"):
+        train(tiny_config(), str(workdir))
+
+
+def test_sampling_reads_the_newest_valid_step(workdir, finished_run, capsys):
+    for path in (workdir / "checkpoints/6/state").rglob("*"):
+        if path.is_file() and "/d/" in str(path):  # every array file, so the EMA params are hit too
+            _flip_bytes(path)
+    step, ema = restore_params_subtree(workdir / "checkpoints")
+    assert step == 3
+    assert "warning: skipping damaged checkpoint step 6" in capsys.readouterr().err
+    assert (workdir / "checkpoints/6").exists()  # readers never move files
+    module, params = load_model(workdir)
+    assert_trees_equal(params, ema)
+    with pytest.raises(ValueError, match="checkpoint .*/6 is damaged"):
+        restore_params_subtree(workdir / "checkpoints", step=6)
+
+
+def test_a_nonfinite_state_is_never_saved(tmp_path, finished_run):
+    state = finished_run[1].state
+    bad = state.replace(params=jax.tree.map(lambda x: x.at[(0,) * x.ndim].set(np.inf), state.params))
+    abstract, iterator = abstract_state(tiny_config())
+    checkpointer = Checkpointer(tmp_path / "ckpt")
+    with pytest.raises(NonFiniteStateError, match="refusing to save step 7: the state holds NaN/Inf in params/"):
+        checkpointer.save(7, bad, iterator)
+    checkpointer.close()
+    assert Checkpointer(tmp_path / "ckpt").all_steps() == []
+
+
+def test_another_model_is_a_mismatch_not_damage(workdir):
+    config = tiny_config(model=dict(hidden_size=16))
+    abstract, iterator = abstract_state(config)
+    with pytest.raises(CheckpointMismatchError, match="holds a different model or optimizer than the config builds"):
+        Checkpointer(workdir / "checkpoints").restore_latest(abstract, iterator)
+    assert (workdir / "checkpoints/6").exists()  # not moved: it is not damaged
+
+
+def test_fingerprint_sees_every_element_and_their_order():
+    x = jax.numpy.arange(12, dtype=jax.numpy.float32).reshape(3, 4)
+    base = integrity.fingerprint({"x": x})["x"]["checksum"]
+    swapped = x.at[0, 0].set(x[0, 1]).at[0, 1].set(x[0, 0])
+    assert integrity.fingerprint({"x": swapped})["x"]["checksum"] != base
+    assert integrity.fingerprint({"x": x.at[2, 3].add(1e-6)})["x"]["checksum"] != base
+    # Independent of the layout: a sharded copy gives the same value.
+    mesh = sh.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    placed = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+    assert integrity.fingerprint({"x": placed})["x"]["checksum"] == base
+    assert integrity.fingerprint({"x": x.at[1, 1].set(np.nan)})["x"]["nonfinite"] == 1
+
