@@ -23,7 +23,9 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "label_key": str, "image_size": int, "random_flip": bool, "scale": (int, float), "shuffle": bool,
         "read_threads": int, "prefetch_buffer_size": int, "worker_count": int,
     },
-    "checkpoint": {"every_steps": int, "keep_last": int, "keep_every": int, "async_save": bool},
+    "checkpoint": {
+        "every_steps": int, "keep_last": int, "keep_every": int, "async_save": bool, "allow_config_change": str,
+    },
     "logging": {
         "every_steps": int, "sample_every_steps": int, "tensorboard": bool, "progress_bar": bool,
         "peak_flops_per_device": (int, float),

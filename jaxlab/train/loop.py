@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxlab.data import make_train_data
 from jaxlab.train import perf
+from jaxlab.train import run_config
 from jaxlab.train import sharding as sh
 from jaxlab.train.checkpoint import Checkpointer, NonFiniteStateError
 from jaxlab.train.config import validate
@@ -37,7 +38,7 @@ from jaxlab.train.workdir import Workdir
 log = logging.getLogger("jaxlab.train")
 
 MODEL_JSON = "model.json"
-CONFIG_JSON = "config.json"
+CONFIG_JSON = run_config.CONFIG_JSON
 SAMPLES_DIR = "samples"
 
 
@@ -134,6 +135,9 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
     abstract, shardings = state_shardings(task, optimizer, int(config.seed), data.example, mesh)
 
     checkpointer = Checkpointer.from_config(workdir_.checkpoints, config.checkpoint)
+    saved_config = run_config.read(workdir_.path)
+    if checkpointer.all_steps():
+        run_config.check_resume(saved_config, config, str(workdir_.path))
     last_saved, state = checkpointer.restore_latest(abstract, data.iterator)
     if last_saved is not None:
         _say(f"resumed from {workdir_.checkpoints}/{last_saved}", is_main)
@@ -144,7 +148,6 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
         if hasattr(task, "model_spec"):
             family, model_config = task.model_spec()
             _write_json(workdir_, MODEL_JSON, {"family": family, "config": dataclasses.asdict(model_config)})
-        _write_json(workdir_, CONFIG_JSON, json.loads(config.to_json_best_effort()))
 
     step = int(jax.device_get(state.step))
     writer = MetricsWriter(workdir_, enabled=is_main, tensorboard=bool(config.logging.tensorboard))
@@ -157,6 +160,8 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
         if step >= num_steps:
             _say(f"already trained to step {step} >= num_steps={num_steps}; nothing to do", is_main)
             return RunResult(state, step, False, {}, grids)
+        if is_main:
+            _write_json(workdir_, CONFIG_JSON, run_config.record(saved_config, config, step))
         batch_ndims = {k: np.ndim(v) + 1 for k, v in data.example.items()}
         step_fn = make_train_step(task, optimizer, schedule, float(training.ema_decay), mesh, shardings, batch_ndims)
         first = sh.global_batch(next(data.iterator), mesh)

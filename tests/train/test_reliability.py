@@ -21,6 +21,7 @@ from jaxlab.train.checkpoint import (
 from jaxlab.train.loop import train
 from jaxlab.train.optim import make_optimizer
 from jaxlab.train.params_io import load_model
+from jaxlab.train.run_config import ConfigChangeError
 from jaxlab.train.state import state_shardings
 from jaxlab.train.task import task_from_config
 from tests.train.helpers import assert_trees_equal, tiny_config
@@ -180,3 +181,41 @@ def test_fingerprint_sees_every_element_and_their_order():
     assert integrity.fingerprint({"x": placed})["x"]["checksum"] == base
     assert integrity.fingerprint({"x": x.at[1, 1].set(np.nan)})["x"]["nonfinite"] == 1
 
+
+
+# --- config drift on resume -------------------------------------------------------------------------
+
+def test_resume_with_another_model_is_refused_in_one_message(workdir):
+    with pytest.raises(ConfigChangeError, match=r"holds a run of another model: model.hidden_size 32 -> 16 .* cannot "
+                                                r"change in a resumed run; start a new run with another --workdir"):
+        train(tiny_config(model=dict(hidden_size=16)), str(workdir))
+
+
+@pytest.mark.parametrize("section,values,key", [
+    ("optimizer", dict(grad_clip_norm=1.0), "optimizer.grad_clip_norm"),
+    ("training", dict(global_batch_size=4), "training.global_batch_size"),
+])
+def test_resume_with_changed_training_fields_needs_an_explicit_allow(workdir, section, values, key):
+    before = (workdir / "config.json").read_text()
+    with pytest.raises(ConfigChangeError, match=f"{key} .* -> .*start a new run with another --workdir, or continue "
+                                                f"this run with the change: --config.checkpoint.allow_config_change={key}$"):
+        train(tiny_config(**{section: values}), str(workdir))
+    assert (workdir / "config.json").read_text() == before
+
+
+def test_following_the_nan_advice_resumes_and_the_history_records_it(workdir):
+    """Turning gradient clipping on (the NaN message's advice) keeps the optimizer state's structure."""
+    config = tiny_config(training=dict(num_steps=9), optimizer=dict(grad_clip_norm=1.0),
+                         checkpoint=dict(allow_config_change="optimizer.grad_clip_norm"))
+    result = train(config, str(workdir))
+    assert result.step == 9
+    record = json.loads((workdir / "config.json").read_text())
+    assert record["optimizer"]["grad_clip_norm"] == 1.0
+    history = record["run_history"]
+    assert [h["start_step"] for h in history] == [0, 6]
+    assert [h["config"]["optimizer"]["grad_clip_norm"] for h in history] == [0.0, 1.0]
+    # A finished run restarted with fewer steps trains nothing and leaves the record alone.
+    before = (workdir / "config.json").read_text()
+    config.training.num_steps = 4
+    assert train(config, str(workdir)).step == 9
+    assert (workdir / "config.json").read_text() == before
