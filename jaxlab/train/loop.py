@@ -134,29 +134,30 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
     optimizer, schedule = make_optimizer(config.optimizer, num_steps)
     abstract, shardings = state_shardings(task, optimizer, int(config.seed), data.example, mesh)
 
+    watcher = StopWatcher()  # first, so a Ctrl-C / SIGTERM from now on ends in a checkpoint, not a traceback
     checkpointer = Checkpointer.from_config(workdir_.checkpoints, config.checkpoint)
-    saved_config = run_config.read(workdir_.path)
-    if checkpointer.all_steps():
-        run_config.check_resume(saved_config, config, str(workdir_.path))
-    last_saved, state = checkpointer.restore_latest(abstract, data.iterator)
-    if last_saved is not None:
-        _say(f"resumed from {workdir_.checkpoints}/{last_saved}", is_main)
-    else:
-        state = create_state(task, optimizer, int(config.seed), data.example, shardings)
-        _say(f"initialised a new run in {workdir_.path}", is_main)
-    if is_main:
-        if hasattr(task, "model_spec"):
-            family, model_config = task.model_spec()
-            _write_json(workdir_, MODEL_JSON, {"family": family, "config": dataclasses.asdict(model_config)})
-
-    step = int(jax.device_get(state.step))
-    writer = MetricsWriter(workdir_, enabled=is_main, tensorboard=bool(config.logging.tensorboard))
-    watcher = StopWatcher()
-    grids: list[str] = []
-    last_metrics: dict[str, float] = {}
-    stopped = False
-    sampler = _make_sampler(task, mesh) if int(config.logging.sample_every_steps) > 0 else None
+    writer = None
     try:
+        saved_config = run_config.read(workdir_.path)
+        if checkpointer.all_steps():
+            run_config.check_resume(saved_config, config, str(workdir_.path))
+        last_saved, state = checkpointer.restore_latest(abstract, data.iterator)
+        if last_saved is not None:
+            _say(f"resumed from {workdir_.checkpoints}/{last_saved}", is_main)
+        else:
+            state = create_state(task, optimizer, int(config.seed), data.example, shardings)
+            _say(f"initialised a new run in {workdir_.path}", is_main)
+        if is_main:
+            if hasattr(task, "model_spec"):
+                family, model_config = task.model_spec()
+                _write_json(workdir_, MODEL_JSON, {"family": family, "config": dataclasses.asdict(model_config)})
+
+        step = int(jax.device_get(state.step))
+        writer = MetricsWriter(workdir_, enabled=is_main, tensorboard=bool(config.logging.tensorboard))
+        grids: list[str] = []
+        last_metrics: dict[str, float] = {}
+        stopped = False
+        sampler = _make_sampler(task, mesh) if int(config.logging.sample_every_steps) > 0 else None
         if step >= num_steps:
             _say(f"already trained to step {step} >= num_steps={num_steps}; nothing to do", is_main)
             return RunResult(state, step, False, {}, grids)
@@ -213,8 +214,10 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
         return RunResult(state, step, stopped, last_metrics, grids)
     finally:
         checkpointer.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
         watcher.close()
+        workdir_.cleanup()
 
 
 def _flush_window(window: _Window, writer: MetricsWriter, step: int, global_batch_size: int, flops: float,
