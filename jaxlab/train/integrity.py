@@ -117,3 +117,15 @@ def mismatches(saved: dict[str, int], report: dict[str, dict[str, int]], prefix:
         if got is None or got["checksum"] != int(checksum):
             bad.append(path)
     return bad
+
+
+def nonfinite_host(tree) -> dict[str, int]:
+    """``{leaf_path: count}`` of NaN/Inf values in a host (numpy) pytree, e.g. converted parameters."""
+    bad = {}
+    for path, leaf in flatten(tree).items():
+        array = np.asarray(leaf)
+        if np.issubdtype(array.dtype, np.inexact):
+            count = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+            if count:
+                bad[path] = count
+    return bad

@@ -165,7 +165,13 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
             _write_json(workdir_, CONFIG_JSON, run_config.record(saved_config, config, step))
         batch_ndims = {k: np.ndim(v) + 1 for k, v in data.example.items()}
         step_fn = make_train_step(task, optimizer, schedule, float(training.ema_decay), mesh, shardings, batch_ndims)
-        first = sh.global_batch(next(data.iterator), mesh)
+        first_local = next(data.iterator)
+        if hasattr(task, "check_batch"):  # labels / token ids against the model, before they turn into NaN under jit
+            try:
+                task.check_batch(first_local)
+            except ValueError as e:
+                raise ValueError(f"the first training batch does not fit the model: {e}") from None
+        first = sh.global_batch(first_local, mesh)
         compiled = step_fn.lower(state, first).compile()
         flops = perf.compiled_flops_per_device(compiled)
         peak, peak_source = perf.peak_flops_per_device(float(config.logging.peak_flops_per_device))
@@ -266,6 +272,11 @@ def _write_grid(sampler, state: TrainState, step: int, task, workdir: Workdir, i
     from jaxlab.eval.images import save_grid
 
     images = np.asarray(jax.device_get(sampler(state.ema_params, jax.random.fold_in(state.rng, 2**31 - 1))))
+    if not np.isfinite(images).all():
+        raise FloatingPointError(
+            f"the sample grid at step {step} holds NaN/Inf ({np.mean(~np.isfinite(images)):.1%} of the values) "
+            f"although the EMA params are finite; check config.sample (cfg_scale, num_steps) and config.diffusion"
+        )
     relpath = f"{SAMPLES_DIR}/step_{step:08d}.png"
     if is_main:
         scale = max(1, 64 // images.shape[1])

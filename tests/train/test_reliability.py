@@ -219,3 +219,66 @@ def test_following_the_nan_advice_resumes_and_the_history_records_it(workdir):
     config.training.num_steps = 4
     assert train(config, str(workdir)).step == 9
     assert (workdir / "config.json").read_text() == before
+
+
+# --- validation before work ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("section,values,message", [
+    ("sample", dict(sampler="bogus"), "config.sample.sampler='bogus' is not allowed"),
+    ("sample", dict(classes=(57,)), r"config.sample.classes=\(57,\): class label out of range"),
+    ("sample", dict(num_steps=-3), "config.sample.num_steps=-3 must be a positive number"),
+    ("sample", dict(cfg_scale=float("inf")), "config.sample.cfg_scale=inf must be >= 1 and finite"),
+    ("sample", dict(cfg_scale=float("nan")), "config.sample.cfg_scale=nan must be >= 1 and finite"),
+    ("optimizer", dict(learning_rate=float("nan")), "config.optimizer.learning_rate=nan must be a finite number"),
+    ("optimizer", dict(weight_decay=float("inf")), "config.optimizer.weight_decay=inf must be a finite number"),
+])
+def test_bad_values_fail_before_any_work(tmp_path, section, values, message):
+    config = tiny_config()
+    config[section].update(values)
+    with pytest.raises(ValueError, match=message):
+        train(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_labels_outside_the_model_fail_on_the_first_batch(tmp_path):
+    config = tiny_config(model=dict(num_classes=5), sample=dict(classes=(0, 1)))
+    with pytest.raises(ValueError, match=r"the first training batch does not fit the model: class label out of range: "
+                                         r"got labels in \[\d, [5-9]\], allowed \[0, 4\]; config.model.num_classes=5"):
+        train(config, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("family,change,message", [
+    ("dit", dict(num_heads=0), "num_heads=0 must be a positive number"),
+    ("dit", dict(patch_size=0), "patch_size=0 must be a positive number"),
+    ("dit", dict(class_dropout_prob=1.5), r"class_dropout_prob=1.5 must be a probability in \[0, 1\)"),
+    ("dit", dict(depth=-3), "depth=-3 must be a positive number"),
+    ("dit", dict(num_classes=0), "num_classes=0 must be a positive number"),
+    ("udit", dict(num_heads=0), "num_heads=0 must be a positive number"),
+    ("udit", dict(class_dropout_prob=1.5), r"class_dropout_prob=1.5 must be a probability"),
+    ("dic", dict(num_classes=0), "num_classes=0 must be a positive number"),
+    ("dic", dict(hidden_size=0), "hidden_size=0 must be a positive number"),
+    ("llada", dict(n_heads=0), "n_heads=0 must be a positive number"),
+    ("llada", dict(n_layers=0), "n_layers=0 must be a positive number"),
+    ("llada", dict(rope_theta=float("nan")), "rope_theta=nan must be a positive number"),
+])
+def test_model_config_ranges(family, change, message):
+    import dataclasses
+
+    from jaxlab.models.registry import get_family
+
+    config_cls = get_family(family).config
+    with pytest.raises(ValueError, match=message):
+        config_cls.from_dict({**dataclasses.asdict(config_cls()), **change})
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(decode_param=-1), r"decode_param, so it must be in \[0, 1\]; got -1"),
+    (dict(decode_param=1.5), r"must be in \[0, 1\]; got 1.5"),
+    (dict(decode_param=float("nan")), "decode_param=nan must be finite"),
+    (dict(eos_id=7, mask_id=7), "mask_id=7 equals eos_id=7"),
+])
+def test_dcd_decode_config_ranges(change, message):
+    from jaxlab.dlm.decoding import DecodeConfig
+
+    with pytest.raises(ValueError, match=message):
+        DecodeConfig(**{"generate_length": 8, "initial_window_length": 4, "block_size": 4, **change}).validate()
