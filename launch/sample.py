@@ -19,6 +19,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxlab import cli
 from jaxlab.config_utils import to_dict
 from jaxlab.diffusion.pipeline import make_class_sampler, sampling_diffusion
 from jaxlab.diffusion.sample_config import validate_sample_config
@@ -113,4 +114,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -313,10 +313,13 @@ def _restore_params_subtree(directory, key, step):
 
 
 def _read_subtree(manager, directory: epath.Path, step: int, key: str):
-    metadata = manager.item_metadata(step)[STATE]
+    try:
+        metadata = manager.item_metadata(step)[STATE]
+    except KeyError:
+        metadata = None
     tree = metadata.tree if hasattr(metadata, "tree") else metadata
     if tree is None:
-        raise FileNotFoundError(f"no {STATE}/ metadata")
+        raise FileNotFoundError(f"no {STATE}/ item")
     if key not in tree:
         raise KeyError(f"checkpoint {directory}/{step} has no {key!r}; items: {sorted(tree)}")
     cpu = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])

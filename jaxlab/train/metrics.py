@@ -39,6 +39,11 @@ class MetricsWriter:
                 self._tb.add_scalar(name, value, int(step))
         self._file.write(json.dumps(row) + "\n")
 
+    def image(self, step: int, name: str, image) -> None:
+        """Adds an ``[H, W, C]`` uint8 image (e.g. a sample grid) to TensorBoard."""
+        if self.enabled and self._tb is not None:
+            self._tb.add_image(name, image, int(step), dataformats="HWC")
+
     def flush(self) -> None:
         if not self.enabled:
             return

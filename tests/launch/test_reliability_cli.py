@@ -95,3 +95,71 @@ def test_kill_at_random_moments_always_resumes_a_valid_step(tmp_path, cache_dir)
     proc = _run(["launch.train", *_cli(training__num_steps=last + 1), f"--workdir={workdir}"], cache_dir)
     assert proc.returncode == 0 and f"resumed from {workdir / 'checkpoints'}/{last}" in proc.stderr, proc.stderr[-3000:]
     del os, sys, subprocess, _env
+
+
+# --- the terminal --------------------------------------------------------------------------------------
+
+def test_a_run_prints_one_readable_line_per_window(tmp_path, cache_dir):
+    proc = _run(["launch.train", *_cli(training__num_steps=4, logging__every_steps=2, checkpoint__every_steps=2,
+                                       logging__sample_every_steps=4, logging__tensorboard=True,
+                                       sample__num_steps=2, sample__num_samples=4, sample__classes="(0, 1)"),
+                 f"--workdir={tmp_path / 'run'}"], cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert not [line for line in lines if line[:1] in "IW" and line[1:5].isdigit()], lines  # no absl INFO/WARNING
+    assert len(lines) == len(set(lines)) and len(lines) <= 6, lines  # each message once, no library noise
+    window = [line for line in lines if line.startswith("step ")]
+    assert [line.split(":")[0] for line in window] == ["step 2/4 (50%)", "step 4/4 (100%)"]
+    assert "(mean of 2 steps)" in window[0] and " steps/s, ETA " in window[1], window
+    assert "MFU" not in window[1]  # the CPU peak is measured, too noisy to print
+    images = _tensorboard_tags(tmp_path / "run/tensorboard", "image")
+    assert images == {"samples"}
+
+
+def _tensorboard_tags(directory, kind: str) -> set[str]:
+    """Tags of the ``kind`` ("image" / "simple_value") summaries in a TensorBoard event file."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for path in directory.glob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
+            at += 16 + length
+            tags |= {v.tag for v in event.summary.value if v.HasField(kind)}
+    return tags
+
+
+def test_user_errors_are_one_line_and_traceback_is_optional(tmp_path, cache_dir):
+    args = ["launch.train", *_cli(training__ema_decay=1.5), f"--workdir={tmp_path / 'run'}"]
+    proc = _run(args, cache_dir)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["error: config.training.ema_decay=1.5 must be in [0, 1)"]
+    proc = _run(args + ["--traceback"], cache_dir)
+    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
+    # --verbosity brings the library INFO logs back.
+    proc = _run(["launch.sample", "--config=configs/dit.py:tiny", f"--outdir={tmp_path / 's'}", "--verbosity=0",
+                 "--config.sample.num_steps=2", "--config.sample.num_samples=2", "--config.sample.batch_size=2"],
+                cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_sampling_a_damaged_workdir_is_one_line(tmp_path, cache_dir):
+    workdir = tmp_path / "run"
+    proc = _run(["launch.train", *_cli(training__num_steps=2, checkpoint__every_steps=2), f"--workdir={workdir}"],
+                cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import shutil
+
+    shutil.rmtree(workdir / "checkpoints/2/state")
+    proc = _run(["launch.sample", "--config=configs/dit.py:digits", f"--checkpoint={workdir}",
+                 f"--outdir={tmp_path / 's'}", "--config.sample.num_steps=2"], cache_dir)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("warning: skipping damaged checkpoint step 2 (")
+    assert lines[-1] == f"error: every checkpoint in {workdir / 'checkpoints'} is damaged (steps [2])"
+    assert len(lines) == 2, lines
