@@ -21,6 +21,7 @@ class MetricsWriter:
         self._tb = None
         if not enabled:
             return
+        workdir.fetch(METRICS_FILE)  # remote workdir: continue the rows of earlier segments
         self._file = open(workdir.local_file(METRICS_FILE), "a", buffering=1)
         if tensorboard:
             from tensorboardX import SummaryWriter

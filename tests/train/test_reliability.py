@@ -282,3 +282,49 @@ def test_dcd_decode_config_ranges(change, message):
 
     with pytest.raises(ValueError, match=message):
         DecodeConfig(**{"generate_length": 8, "initial_window_length": 4, "block_size": 4, **change}).validate()
+
+
+# --- remote workdirs (a fake gs:// backed by fsspec's memory filesystem) --------------------------------
+
+@pytest.fixture
+def fake_gcs(monkeypatch, tmp_path):
+    """``gs://`` served by fsspec's in-memory filesystem (etils.epath reaches gs:// through fsspec);
+    checkpoints go to a local directory, as orbax writes gs:// through TensorStore's own GCS driver."""
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from jaxlab.train import workdir as workdir_lib
+
+    class FakeGCS(MemoryFileSystem):
+        protocol = ("gs", "gcs")
+        store: dict = {}
+        pseudo_dirs = [""]
+
+    for name in ("gs", "gcs"):  # etils.epath asks fsspec for "gcs"
+        fsspec.register_implementation(name, FakeGCS, clobber=True)
+    FakeGCS.store.clear()
+    monkeypatch.setattr(workdir_lib.Workdir, "checkpoints", property(lambda self: tmp_path / "checkpoints"))
+    yield FakeGCS
+    FakeGCS.store.clear()
+
+
+def test_remote_workdir_appends_metrics_across_a_resume(fake_gcs, monkeypatch):
+    from etils import epath
+
+    from jaxlab.train import workdir as workdir_lib
+
+    staging = []
+    original = workdir_lib.Workdir.cleanup
+    monkeypatch.setattr(workdir_lib.Workdir, "cleanup", lambda self: (staging.append(self.local), original(self)))
+    first = train(tiny_config(), "gs://bucket/run", stop_at_step=3)
+    assert first.stopped and first.step == 3
+    second = train(tiny_config(training=dict(num_steps=5)), "gs://bucket/run")
+    assert second.step == 5
+    remote = epath.Path("gs://bucket/run")
+    rows = [json.loads(line) for line in (remote / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]  # the first segment's rows survive the restart
+    record = json.loads((remote / "config.json").read_text())
+    assert [h["start_step"] for h in record["run_history"]] == [0, 3]
+    assert json.loads((remote / "model.json").read_text())["family"] == "dit"
+    # Each segment staged its files locally and removed the staging directory at the end.
+    assert len(staging) == 2 and not any(path.exists() for path in staging)
