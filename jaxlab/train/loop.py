@@ -127,7 +127,9 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
     mesh = sh.make_mesh(dict(config.mesh), devices)
     sh.check_batch_divisible(global_batch_size, mesh, jax.process_count())
     task = task_from_config(config)
-    data = make_train_data(config.data, global_batch_size=global_batch_size, seed=int(config.seed))
+    shard_index, shard_count = sh.batch_shard(mesh, global_batch_size)  # processes that share rows read the same data
+    data = make_train_data(config.data, global_batch_size=global_batch_size, seed=int(config.seed),
+                           process_index=shard_index, process_count=shard_count)
     optimizer, schedule = make_optimizer(config.optimizer, num_steps)
     abstract, shardings = state_shardings(task, optimizer, int(config.seed), data.example, mesh)
 
@@ -168,7 +170,7 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
                 task.check_batch(first_local)
             except ValueError as e:
                 raise ValueError(f"the first training batch does not fit the model: {e}") from None
-        first = sh.global_batch(first_local, mesh)
+        first = sh.global_batch(first_local, mesh, global_batch_size)
         compiled = step_fn.lower(state, first).compile()
         flops = perf.compiled_flops_per_device(compiled)
         peak, peak_source = perf.peak_flops_per_device(float(config.logging.peak_flops_per_device))
@@ -185,7 +187,7 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
         sample_every = int(config.logging.sample_every_steps)
         while step < num_steps:
             if batch is None:
-                batch = sh.global_batch(next(data.iterator), mesh)
+                batch = sh.global_batch(next(data.iterator), mesh, global_batch_size)
             state, metrics = compiled(state, batch)
             batch = None
             step += 1
