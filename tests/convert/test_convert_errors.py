@@ -60,6 +60,7 @@ def test_corrupt_safetensors(tmp_path):
         load_state_dict(path)
 
 
+@pytest.mark.slow  # 20 s of imports; tests/launch/test_reliability_cli.py checks the one-line errors of the CLIs
 def test_cli_prints_one_line(tmp_path):
     """The CLI turns these errors into one line on stderr and a non-zero exit, no traceback."""
     path = tmp_path / "bad.pt"

@@ -328,3 +328,26 @@ def test_remote_workdir_appends_metrics_across_a_resume(fake_gcs, monkeypatch):
     assert json.loads((remote / "model.json").read_text())["family"] == "dit"
     # Each segment staged its files locally and removed the staging directory at the end.
     assert len(staging) == 2 and not any(path.exists() for path in staging)
+
+
+# --- Ctrl-C --------------------------------------------------------------------------------------------
+
+def test_ctrl_c_in_process_saves_and_stops(workdir, capsys):
+    """A SIGINT during training (sent from another thread) ends the run at the next step with a checkpoint."""
+    import os
+    import signal
+    import threading
+
+    config = tiny_config(training=dict(num_steps=100_000), checkpoint=dict(every_steps=1000))
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        result = train(config, str(workdir))
+    finally:
+        timer.cancel()
+    assert result.stopped and 6 < result.step < 100_000
+    assert Checkpointer(workdir / "checkpoints").latest_step() == result.step
+    err = capsys.readouterr().err
+    assert "Ctrl-C: saving a checkpoint after this step" in err
+    assert f"stopping at step {result.step} (SIGINT); checkpoint saved" in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the run
