@@ -5,7 +5,7 @@
       --config.data.path=/data/imagenet256_latents --config.mesh.fsdp=4 --distributed
 
 Any config field can be overridden (``--config.training.num_steps=1000``); unknown keys fail.
-The run resumes from the latest checkpoint in ``<workdir>/checkpoints``; on SIGTERM it saves
+The run resumes from the newest valid checkpoint in ``<workdir>/checkpoints``; on SIGTERM or Ctrl-C it saves
 and exits 0. Outputs: ``metrics.jsonl``, ``tensorboard/``, ``samples/step_*.png``,
 ``model.json`` + ``config.json``; ``python -m launch.sample --checkpoint=<workdir>`` samples
 from the latest EMA weights.
