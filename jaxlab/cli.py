@@ -44,9 +44,7 @@ def run(main, **kwargs) -> None:
         except user_errors() as e:
             if _TRACEBACK.value:
                 raise
-            message = str(e) if not isinstance(e, KeyError) else str(e.args[0] if e.args else e)
-            print(f"error: {message} (--traceback shows where)" if not message else f"error: {message}",
-                  file=sys.stderr, flush=True)
+            print(f"error: {str(e) or type(e).__name__}", file=sys.stderr, flush=True)
             sys.exit(NONFINITE_EXIT_CODE if isinstance(e, FloatingPointError) else 1)
 
     app.run(wrapped, **kwargs)
