@@ -60,6 +60,9 @@ def training_defaults(config: ml_collections.ConfigDict, task: str = "diffusion"
             keep_last=3,
             keep_every=50_000,  # also keep every K-th step forever; 0 disables
             async_save=True,
+            # Resuming with other values of these fields (comma-separated keys or sections, e.g.
+            # "optimizer.grad_clip_norm,training.global_batch_size"); see jaxlab.train.run_config.
+            allow_config_change="",
         )
     )
     config.logging = ml_collections.ConfigDict(

@@ -27,7 +27,8 @@ import pathlib
 
 from absl import app, flags
 
-from jaxlab.convert import from_torch
+from jaxlab import cli
+from jaxlab.convert.checked import convert_checked
 from jaxlab.convert.io import load_sharded_safetensors, load_state_dict
 from jaxlab.convert.vae import config_next_to
 from jaxlab.models.registry import get_family
@@ -54,10 +55,8 @@ def main(argv):
         raise app.UsageError(f"--torch_kwargs is not valid JSON: {e}") from None
     if _TORCH_CONFIG.value is not None:
         kwargs = {**json.loads(pathlib.Path(_TORCH_CONFIG.value).read_text()), **kwargs}
-    if _PRESET.value is not None:
-        if _PRESET.value not in family.presets:
-            raise app.UsageError(f"unknown preset {_PRESET.value!r}; known: {sorted(family.presets)}")
-        kwargs = {**family.presets[_PRESET.value], **kwargs}
+    if _PRESET.value is not None and _PRESET.value not in family.presets:
+        raise app.UsageError(f"unknown preset {_PRESET.value!r}; known: {sorted(family.presets)}")
     checkpoint = pathlib.Path(_CHECKPOINT.value)
     if family.name == "vae" and _TORCH_CONFIG.value is None:
         kwargs = {**config_next_to(checkpoint), **kwargs}
@@ -65,10 +64,11 @@ def main(argv):
         state_dict = load_sharded_safetensors(checkpoint)
     else:
         state_dict = load_state_dict(checkpoint, key=_KEY.value)
-    module, params = from_torch(family.name, kwargs, state_dict)
+    module, params = convert_checked(family.name, state_dict, user_kwargs=kwargs, preset=_PRESET.value,
+                                     presets=family.presets, source=str(checkpoint))
     path = save_model(_OUTPUT.value, family.name, module.config, params, overwrite=_OVERWRITE.value)
     print(f"wrote {family.name} checkpoint to {path}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -39,19 +39,19 @@ def decode_latents(vae, vae_params, latents: np.ndarray, batch_size: int) -> np.
     return np.concatenate(images)
 
 
-def write_images(outdir: pathlib.Path, images: np.ndarray) -> tuple[pathlib.Path, pathlib.Path]:
+def write_images(outdir: pathlib.Path, images: np.ndarray, ncol: int | None = None) -> tuple[pathlib.Path, pathlib.Path]:
     """Writes ``images/<i>.png`` for each uint8 ``[N, H, W, 3]`` image and ``grid.png``; returns both paths."""
     folder = outdir / "images"
     folder.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"{i:06d}.png")
     grid = outdir / "grid.png"
-    Image.fromarray(make_grid(images)).save(grid)
+    Image.fromarray(make_grid(images, ncol)).save(grid)
     return folder, grid
 
 
 def write_decoded_samples(outdir: pathlib.Path, vae, vae_params, latents: np.ndarray, labels: np.ndarray,
-                          batch_size: int) -> None:
+                          batch_size: int, ncol: int | None = None) -> None:
     """Decodes sampled latents and writes ``samples.npz`` (uint8 ``samples``, ``labels``, ``latents``),
     ``images/<i>.png`` and ``grid.png``. Non-finite latents are an error, not black images."""
     if not np.isfinite(latents).all():
@@ -61,6 +61,6 @@ def write_decoded_samples(outdir: pathlib.Path, vae, vae_params, latents: np.nda
         )
     images = decode_latents(vae, vae_params, latents, batch_size)
     np.savez(outdir / "samples.npz", samples=images, labels=labels, latents=latents)
-    folder, grid = write_images(outdir, images)
+    folder, grid = write_images(outdir, images, ncol)
     print(f"decoded {len(images)} samples to {images.shape[1]}x{images.shape[2]} RGB: {folder}/*.png, {grid} and "
           f"{outdir / 'samples.npz'} (uint8 samples, labels, latents)")

@@ -23,14 +23,15 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxlab.config_utils import check_choice, check_positive, to_dict
+from jaxlab import cli
+from jaxlab.config_utils import to_dict
 from jaxlab.diffusion.pipeline import make_class_sampler, sampling_diffusion
-from jaxlab.diffusion.sampling import SAMPLERS
+from jaxlab.diffusion.sample_config import validate_sample_config
 from jaxlab.eval.images import save_grid
-from jaxlab.models.common import check_labels
 from jaxlab.models.registry import get_family
-from jaxlab.train.params_io import load_model
 from jaxlab.diffusion.latents import check_vae_fits_backbone
+from jaxlab.train import integrity
+from jaxlab.train.params_io import load_model, read_model_config
 from launch.latents import load_vae, write_decoded_samples
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<variant>", lock_config=True)
@@ -39,16 +40,17 @@ _VAE = flags.DEFINE_string("vae", None, "converted SD VAE (launch.convert --fami
 _OUTDIR = flags.DEFINE_string("outdir", None, "where to write samples.npz and the PNG grid", required=True)
 
 
-def validate_sample_config(sample, num_classes: int, null_class: bool) -> None:
-    """Fails fast, naming the bad key, before any model is built."""
-    check_choice("sample.sampler", sample.sampler, SAMPLERS)
-    for key in ("num_steps", "num_samples", "batch_size"):
-        check_positive(f"sample.{key}", sample[key])
-    if sample.cfg_scale < 1.0:
-        raise ValueError(f"config.sample.cfg_scale={sample.cfg_scale} must be >= 1 (1 disables guidance)")
-    if not sample.classes:
-        raise ValueError("config.sample.classes is empty; give at least one class label")
-    check_labels(np.asarray(sample.classes), num_classes, allow_null=False)
+def _model_config(config, checkpoint: str | None):
+    """The model config sampling will use (the checkpoint's own, else ``config.model``), without building it."""
+    if checkpoint:
+        return read_model_config(checkpoint)[1]
+    return get_family(config.model_family).config.from_dict(to_dict(config.model))
+
+
+def _grid_columns(sample_cfg) -> int | None:
+    """One column per class when the samples cycle through whole rows of ``classes`` (else a square grid)."""
+    n = len(sample_cfg.classes)
+    return n if sample_cfg.num_samples % n == 0 else None
 
 
 def build(config, checkpoint: str | None, seed: int):
@@ -74,9 +76,13 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/dit.py:tiny")
     outdir = pathlib.Path(_OUTDIR.value)
     sample_cfg = config.sample
+    validate_sample_config(sample_cfg, _model_config(config, _CHECKPOINT.value).num_classes)  # before any model work
     module, params = build(config, _CHECKPOINT.value, config.seed)
     cfg = module.config
-    validate_sample_config(sample_cfg, cfg.num_classes, cfg.class_dropout_prob > 0)
+    nonfinite = integrity.nonfinite_host(params)
+    if nonfinite:
+        raise ValueError(f"the parameters hold NaN/Inf in {integrity.describe_nonfinite(nonfinite)}; the checkpoint "
+                         f"is broken: convert or train it again")
     vae = None
     if _VAE.value:
         vae, vae_params = load_vae(_VAE.value)
@@ -96,9 +102,14 @@ def main(argv):
         chunks.append(np.asarray(sample(params, jnp.asarray(batch), jax.random.fold_in(key, i))))
     samples = np.concatenate(chunks)
     elapsed = time.perf_counter() - start
+    if not np.isfinite(samples).all():
+        raise FloatingPointError(
+            f"{np.mean(~np.isfinite(samples).reshape(len(samples), -1).all(axis=1)):.1%} of the samples hold NaN/Inf; "
+            f"nothing written. Check config.sample (cfg_scale, num_steps, sampler) and the checkpoint"
+        )
 
     if vae is not None:
-        write_decoded_samples(outdir, vae, vae_params, samples, labels, sample_cfg.batch_size)
+        write_decoded_samples(outdir, vae, vae_params, samples, labels, sample_cfg.batch_size, _grid_columns(sample_cfg))
         print(f"{sample_cfg.sampler}-{sample_cfg.num_steps}, cfg {sample_cfg.cfg_scale}: {elapsed:.1f}s (including compilation)")
         return
     np.savez(outdir / "samples.npz", samples=samples, labels=labels)
@@ -106,15 +117,16 @@ def main(argv):
         # Latents are unbounded (std ~1 after DiT's 0.18215 scaling): show channels 0-2, min-max scaled.
         view = samples[..., :3]
         lo, hi = float(view.min()), float(view.max())
-        grid = save_grid(outdir / "latents_grid.png", view, value_range=(lo, hi if hi > lo else lo + 1), scale=4)
+        grid = save_grid(outdir / "latents_grid.png", view, ncol=_grid_columns(sample_cfg),
+                         value_range=(lo, hi if hi > lo else lo + 1), scale=4)
         print(f"wrote {len(samples)} latents {samples.shape[1:]} to {outdir / 'samples.npz'}; decode them to "
               f"images with --vae=<converted SD VAE>; {grid} shows latent channels 0-2")
     else:
         channels = samples if samples.shape[-1] in (1, 3) else samples[..., :3]
-        grid = save_grid(outdir / "grid.png", channels, scale=max(1, 128 // samples.shape[1]))
+        grid = save_grid(outdir / "grid.png", channels, ncol=_grid_columns(sample_cfg), scale=max(1, 128 // samples.shape[1]))
         print(f"wrote {len(samples)} samples to {outdir / 'samples.npz'} and {grid}")
     print(f"{sample_cfg.sampler}-{sample_cfg.num_steps}, cfg {sample_cfg.cfg_scale}: {elapsed:.1f}s (including compilation)")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

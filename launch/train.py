@@ -5,7 +5,7 @@
       --config.data.path=/data/imagenet256_latents --config.mesh.fsdp=4 --distributed
 
 Any config field can be overridden (``--config.training.num_steps=1000``); unknown keys fail.
-The run resumes from the latest checkpoint in ``<workdir>/checkpoints``; on SIGTERM it saves
+The run resumes from the newest valid checkpoint in ``<workdir>/checkpoints``; on SIGTERM or Ctrl-C it saves
 and exits 0. Outputs: ``metrics.jsonl``, ``tensorboard/``, ``samples/step_*.png``,
 ``model.json`` + ``config.json``; ``python -m launch.sample --checkpoint=<workdir>`` samples
 from the latest EMA weights.
@@ -16,13 +16,14 @@ own discovery (Cloud TPU pod slices, SLURM, Open MPI); elsewhere pass
 """
 
 import importlib.util
-import logging
 import re
 import sys
 
 import jax
 from absl import app, flags
 from ml_collections import config_flags
+
+from jaxlab import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<variant>", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (local path or gs://...)", required=True)
@@ -87,16 +88,11 @@ def main(argv):
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/dit.py:digits")
-    logging.getLogger("jaxlab").setLevel(logging.INFO)
     initialize_distributed()
 
-    from jaxlab.train.loop import NonFiniteLossError, train
+    from jaxlab.train.loop import train
 
-    try:
-        result = train(config, _WORKDIR.value, stop_at_step=_STOP_AT_STEP.value)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
+    result = train(config, _WORKDIR.value, stop_at_step=_STOP_AT_STEP.value)  # NaN/Inf: exit 3 (jaxlab.cli)
     if jax.process_index() == 0:
         status = "stopped" if result.stopped else "finished"
         grid = f"; latest sample grid: {result.grids[-1]}" if result.grids else ""
@@ -104,4 +100,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, flags_parser=parse_flags)

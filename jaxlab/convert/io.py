@@ -52,11 +52,35 @@ def _load_torch(path) -> Mapping[str, Any]:
         raise ImportError(
             f"reading {path} needs PyTorch: pip install 'jaxlab[torch]' (or convert the file to .safetensors)"
         ) from None
-    # weights_only=True: never execute code stored in the pickle.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes); the download or copy did not finish: fetch the file again")
+    # weights_only=True: never execute code stored in the pickle. torch's own message suggests
+    # weights_only=False, which would run arbitrary code from the file: it is not passed on.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        unsupported = [line.strip() for line in str(e).splitlines() if "Unsupported global" in line]
+        detail = f" ({unsupported[0]})" if unsupported else f" ({type(e).__name__})"
+        raise ValueError(
+            f"{path} is not a readable PyTorch weights file{detail}: it is truncated, corrupt or not a checkpoint "
+            f"(jaxlab only reads tensors, never pickled code); fetch the file again or convert it to .safetensors"
+        ) from None
 
 
 def _load_safetensors(path) -> dict[str, Any]:
+    try:
+        return _read_safetensors(path)
+    except Exception as e:
+        if isinstance(e, (ImportError, FileNotFoundError)):
+            raise
+        text = " ".join(str(e).split())[:160]
+        raise ValueError(
+            f"{path} is not a valid .safetensors file ({type(e).__name__}: {text}); it is truncated or corrupt: "
+            f"fetch the file again"
+        ) from None
+
+
+def _read_safetensors(path) -> dict[str, Any]:
     from safetensors import safe_open
 
     try:

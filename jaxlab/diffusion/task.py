@@ -18,6 +18,7 @@ import numpy as np
 from jaxlab.config_utils import to_dict
 from jaxlab.diffusion import create_diffusion
 from jaxlab.diffusion.pipeline import make_class_sampler, sampling_diffusion
+from jaxlab.models.common import check_labels
 from jaxlab.models.registry import get_family
 
 
@@ -66,6 +67,14 @@ class DiffusionTask:
 
     def model_spec(self):
         return self.family, self.model_config
+
+    def check_batch(self, batch) -> None:
+        """Labels of a host batch within ``[0, num_classes)`` (the null class is the model's own)."""
+        try:
+            check_labels(np.asarray(batch["label"]), self.model_config.num_classes, allow_null=False)
+        except ValueError as e:
+            raise ValueError(f"{e}; config.model.num_classes={self.model_config.num_classes} must cover the "
+                             f"dataset's labels") from None
 
     @property
     def grid_columns(self) -> int:

@@ -105,6 +105,18 @@ class DecodeConfig:
             )
         if not isinstance(self.decode_param, (int, float, np.integer, np.floating)) or isinstance(self.decode_param, bool):
             raise ValueError(f"decode_param={self.decode_param!r} must be a number (threshold or tokens per step)")
+        if not np.isfinite(float(self.decode_param)):
+            raise ValueError(f"decode_param={self.decode_param!r} must be finite")
+        if _parse_algo(self.decode_algo) == ("prob", "threshold") and not 0.0 <= float(self.decode_param) <= 1.0:
+            raise ValueError(
+                f"decode_algo='threshold' compares token probabilities with decode_param, so it must be in [0, 1]; "
+                f"got {self.decode_param!r} (e.g. 0.9)"
+            )
+        if self.mask_id in (self.eos_id, self.pad_id):
+            raise ValueError(
+                f"mask_id={self.mask_id} equals eos_id={self.eos_id} or pad_id={self.pad_id}: the decoder could not "
+                f"tell masked positions from finished ones; use the model's mask_token_id"
+            )
         if _parse_algo(self.decode_algo)[1] == "fixed":
             if float(self.decode_param) != int(self.decode_param) or int(self.decode_param) < 1:
                 raise ValueError(f"decode_algo='fixed' needs a positive integer decode_param, got {self.decode_param!r}")

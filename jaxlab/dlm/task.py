@@ -11,6 +11,7 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxlab.config_utils import check_choice, to_dict
 from jaxlab.dlm.objective import MASK_EPS, draw_noise, masked_diffusion_loss
@@ -54,6 +55,16 @@ class MaskedDiffusionTask:
             raise ValueError(f"objective={self.objective!r} is not supported; use one of {list(OBJECTIVES)}")
         if not 0.0 <= self.eps < 1.0:
             raise ValueError(f"eps={self.eps} must be in [0, 1) (LLaDA uses 1e-3)")
+
+    def check_batch(self, batch) -> None:
+        """Token ids of a host batch within the model's embedding table."""
+        tokens = np.asarray(batch["tokens"])
+        size = self.module.config.embedding_size
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= size):
+            raise ValueError(
+                f"token ids in [{tokens.min()}, {tokens.max()}] fall outside the model's embedding table [0, {size}); "
+                f"config.model.vocab_size/embedding_size must cover the data's tokenizer"
+            )
 
     def logits(self, params, tokens: jax.Array) -> jax.Array:
         """``tokens [B, L]`` -> ``logits [B, L, V]`` (the network in inference form: no dropout)."""

@@ -1,8 +1,9 @@
 """Pieces every model family shares: config base class, input checks, CFG, unpatchify."""
 
 import dataclasses
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +28,13 @@ class ModelConfig:
     """Base for the frozen architecture configs of every family.
 
     Subclasses add fields and extend ``validate``; ``from_dict`` builds one from a mapping
-    (e.g. an ``ml_collections.ConfigDict``) and rejects unknown keys by name.
+    (e.g. an ``ml_collections.ConfigDict``) and rejects unknown keys by name. ``POSITIVE`` names
+    the fields that must be finite and > 0 and ``PROBABILITIES`` those in [0, 1); the base
+    ``validate`` checks them before a subclass divides by any of them.
     """
+
+    POSITIVE: ClassVar[tuple[str, ...]] = ()
+    PROBABILITIES: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]):
@@ -57,6 +63,14 @@ class ModelConfig:
             value = getattr(self, field.name)
             if field.type in (int, "int") and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)):
                 raise ValueError(f"{field.name} must be an int, got {value!r}")
+        for name in self.POSITIVE:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 < value < math.inf:
+                raise ValueError(f"{name}={value!r} must be a positive number (e.g. the preset's value)")
+        for name in self.PROBABILITIES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value < 1:
+                raise ValueError(f"{name}={value!r} must be a probability in [0, 1)")
 
 
 def check_labels(y: jax.Array, num_classes: int, allow_null: bool) -> None:

@@ -80,6 +80,9 @@ class DiCConfig(ModelConfig):
             if isinstance(value, Sequence) and not isinstance(value, str):
                 object.__setattr__(self, name, tuple(int(v) if isinstance(v, np.integer) else v for v in value))
 
+    POSITIVE = ("input_size", "in_channels", "hidden_size", "num_classes", "skip_stride", "num_groups", "min_channels", "eps")
+    PROBABILITIES = ("class_dropout_prob", "dropout")
+
     def validate(self) -> None:
         super().validate()
         self._validate_lists()

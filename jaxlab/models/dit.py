@@ -56,6 +56,9 @@ class DiTConfig(ModelConfig):
     remat: str = "none"
     scan_blocks: bool = False
 
+    POSITIVE = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes", "mlp_ratio")
+    PROBABILITIES = ("class_dropout_prob",)
+
     def validate(self) -> None:
         super().validate()
         if self.input_size % self.patch_size:

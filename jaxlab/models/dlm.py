@@ -55,6 +55,9 @@ class LLaDAConfig(ModelConfig):
     remat: str = "none"
     scan_blocks: bool = False
 
+    POSITIVE = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "vocab_size", "embedding_size",
+                "max_sequence_length", "rms_norm_eps", "rope_theta")
+
     def validate(self) -> None:
         super().validate()
         if self.d_model % self.n_heads:

@@ -110,6 +110,9 @@ class UDiTConfig(ModelConfig):
         if _is_int(self.mlp_ratio):
             object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
 
+    POSITIVE = ("input_size", "in_channels", "hidden_size", "num_heads", "num_classes", "mlp_ratio")
+    PROBABILITIES = ("class_dropout_prob",)
+
     def validate(self) -> None:
         super().validate()
         if not (isinstance(self.depth, tuple) and len(self.depth) == 5 and all(_is_int(d) and d >= 0 for d in self.depth)):

@@ -4,6 +4,7 @@ Everything here runs before any device, dataset or model work, so a bad value fa
 under a second with a message that names the key and the fix.
 """
 
+import math
 from typing import Any
 
 from jaxlab.config_utils import check_choice, check_positive
@@ -23,7 +24,9 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "label_key": str, "image_size": int, "random_flip": bool, "scale": (int, float), "shuffle": bool,
         "read_threads": int, "prefetch_buffer_size": int, "worker_count": int,
     },
-    "checkpoint": {"every_steps": int, "keep_last": int, "keep_every": int, "async_save": bool},
+    "checkpoint": {
+        "every_steps": int, "keep_last": int, "keep_every": int, "async_save": bool, "allow_config_change": str,
+    },
     "logging": {
         "every_steps": int, "sample_every_steps": int, "tensorboard": bool, "progress_bar": bool,
         "peak_flops_per_device": (int, float),
@@ -38,6 +41,8 @@ def _check_type(key: str, value: Any, expected) -> None:
         raise ValueError(f"config.{key}={value!r} must be {' or '.join(t.__name__ for t in types)}, not a bool")
     if not isinstance(value, types):
         raise ValueError(f"config.{key}={value!r} must be {' or '.join(t.__name__ for t in types)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"config.{key}={value!r} must be a finite number")
 
 
 def validate(config) -> None:
@@ -87,3 +92,8 @@ def validate(config) -> None:
     from jaxlab.data.sources import source_names
 
     check_choice("data.source", data.source, source_names())
+    if "sample" in config:  # the image-diffusion sampling section (training writes grids with it)
+        from jaxlab.diffusion.sample_config import validate_sample_config
+
+        model = config.get("model")
+        validate_sample_config(config.sample, model.get("num_classes") if model is not None else None)

@@ -21,6 +21,7 @@ class MetricsWriter:
         self._tb = None
         if not enabled:
             return
+        workdir.fetch(METRICS_FILE)  # remote workdir: continue the rows of earlier segments
         self._file = open(workdir.local_file(METRICS_FILE), "a", buffering=1)
         if tensorboard:
             from tensorboardX import SummaryWriter
@@ -38,6 +39,11 @@ class MetricsWriter:
             if self._tb is not None:
                 self._tb.add_scalar(name, value, int(step))
         self._file.write(json.dumps(row) + "\n")
+
+    def image(self, step: int, name: str, image) -> None:
+        """Adds an ``[H, W, C]`` uint8 image (e.g. a sample grid) to TensorBoard."""
+        if self.enabled and self._tb is not None:
+            self._tb.add_image(name, image, int(step), dataformats="HWC")
 
     def flush(self) -> None:
         if not self.enabled:

@@ -36,8 +36,24 @@ def make_optimizer(opt_cfg, num_steps: int) -> tuple[optax.GradientTransformatio
         weight_decay=float(opt_cfg.weight_decay),
     )
     if float(opt_cfg.grad_clip_norm) > 0:
-        return optax.chain(optax.clip_by_global_norm(float(opt_cfg.grad_clip_norm)), adamw), schedule
+        return clip_then(float(opt_cfg.grad_clip_norm), adamw), schedule
     return adamw, schedule
+
+
+def clip_then(max_norm: float, inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``inner`` applied to the gradients clipped to global norm ``max_norm``, with ``inner``'s state unchanged.
+
+    ``optax.chain(clip, inner)`` would nest the state in a tuple, so turning clipping on or off in
+    a resumed run would no longer match the checkpoint; clipping is stateless, so it is applied
+    inside ``inner``'s update instead.
+    """
+    clip = optax.clip_by_global_norm(max_norm)
+
+    def update(updates, state, params=None):
+        clipped, _ = clip.update(updates, clip.init(params), params)
+        return inner.update(clipped, state, params)
+
+    return optax.GradientTransformation(inner.init, update)
 
 
 def ema_update(ema_params, params, decay: float):

@@ -33,21 +33,29 @@ def save_model(path: str | pathlib.Path, family: str, config, params, *, overwri
     return path
 
 
+def read_model_config(path: str | pathlib.Path):
+    """``(family, model_config)`` from a checkpoint's ``model.json``, without reading any parameters."""
+    meta_file = pathlib.Path(path).absolute() / MODEL_JSON
+    if not meta_file.exists():
+        raise FileNotFoundError(
+            f"{meta_file.parent} is not a jaxlab model checkpoint or training workdir (no {MODEL_JSON}); create one "
+            f"with `python -m launch.convert` or `python -m launch.train`"
+        )
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta_file} is not valid JSON ({e}); it was damaged or edited by hand") from None
+    family = get_family(meta["family"])
+    return family, family.config.from_dict(meta["config"])
+
+
 def load_model(path: str | pathlib.Path, step: int | None = None):
     """``(module, params)`` (float32 numpy leaves) from a ``save_model`` directory or a training workdir.
 
     For a workdir, ``params`` are the EMA params of checkpoint ``step`` (default: the latest).
     """
     path = pathlib.Path(path).absolute()
-    meta_file = path / MODEL_JSON
-    if not meta_file.exists():
-        raise FileNotFoundError(
-            f"{path} is not a jaxlab model checkpoint or training workdir (no {MODEL_JSON}); create one with "
-            f"`python -m launch.convert` or `python -m launch.train`"
-        )
-    meta = json.loads(meta_file.read_text())
-    family = get_family(meta["family"])
-    config = family.config.from_dict(meta["config"])
+    family, config = read_model_config(path)
     if (path / "params").exists():
         params = ocp.StandardCheckpointer().restore(path / "params")
     elif (path / CHECKPOINTS).exists():

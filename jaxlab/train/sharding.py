@@ -150,12 +150,41 @@ def check_batch_divisible(global_batch_size: int, mesh: Mesh, process_count: int
         )
 
 
-def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Assembles each process's rows into global arrays sharded over ``data x fsdp``."""
-    return {
-        key: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(value)), np.asarray(value))
-        for key, value in local_batch.items()
-    }
+def process_batch_rows(mesh: Mesh, global_batch_size: int) -> tuple[int, int]:
+    """``[start, stop)``: the rows of the global batch that this process's devices hold.
+
+    Read from the batch sharding's addressable indices, not assumed from the process index: when
+    a non-batch axis (e.g. ``tensor``) spans processes, several processes hold the same rows and
+    must feed the same data.
+    """
+    indices = batch_sharding(mesh, 1).addressable_devices_indices_map((global_batch_size,))
+    rows: set[int] = set()
+    for index in indices.values():
+        rows.update(range(*index[0].indices(global_batch_size)))
+    start, stop = min(rows), max(rows) + 1
+    if len(rows) != stop - start:
+        raise ValueError(
+            f"process {jax.process_index()}'s devices hold non-contiguous batch rows {sorted(rows)[:8]}...; order the "
+            f"mesh devices so each process's devices are adjacent along the data/fsdp axes"
+        )
+    return start, stop
+
+
+def batch_shard(mesh: Mesh, global_batch_size: int) -> tuple[int, int]:
+    """``(shard_index, shard_count)`` of this process's rows: the data pipeline reads shard ``index`` of ``count``."""
+    start, stop = process_batch_rows(mesh, global_batch_size)
+    return start // (stop - start), global_batch_size // (stop - start)
+
+
+def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh, global_batch_size: int | None = None
+                 ) -> dict[str, jax.Array]:
+    """Assembles each process's rows (``process_batch_rows``) into global arrays sharded over ``data x fsdp``."""
+    out = {}
+    for key, value in local_batch.items():
+        value = np.asarray(value)
+        shape = None if global_batch_size is None else (global_batch_size,) + value.shape[1:]
+        out[key] = jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value, shape)
+    return out
 
 
 def describe(shardings) -> dict[str, str]:

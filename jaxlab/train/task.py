@@ -13,6 +13,9 @@ import path; ``factory(config)`` returns the Task. Optional hooks the loop uses 
 
 - ``sample(params, rng) -> [N, H, W, C]`` float images in [-1, 1] (traceable; the loop jits it
   and writes PNG grids from the EMA params), with ``grid_columns: int`` for the grid layout;
+- ``check_batch(host_batch)``: raises ValueError when a batch does not fit the model (labels or
+  token ids out of range, which ``jnp.take`` would silently turn into NaN under jit); the loop
+  calls it on the first host batch;
 - ``model_spec() -> (family, model_config)`` (a registry family and its frozen config): the loop
   writes it to ``<workdir>/model.json`` so ``params_io.load_model(workdir)`` rebuilds the model.
 """

@@ -2,7 +2,9 @@
 
 Checkpoints go straight to the workdir (orbax writes gs:// natively). Small files written by
 process 0 (``metrics.jsonl``, TensorBoard events, sample PNGs, ``model.json``) are written to a
-local staging directory when the workdir is remote and copied over by ``publish``.
+local staging directory when the workdir is remote and copied over by ``publish``; files a
+restarted run appends to (``metrics.jsonl``) are first copied back with ``fetch``, so the remote
+copy keeps the rows of every segment. ``cleanup`` removes the staging directory at the end.
 """
 
 import pathlib
@@ -45,6 +47,14 @@ class Workdir:
         path = self.local / relpath
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def fetch(self, relpath: str) -> None:
+        """Copies a remote file into the staging directory, so a restarted run appends to it (no-op locally)."""
+        if not self.remote:
+            return
+        source = self.path / relpath
+        if source.exists():
+            self.local_file(relpath).write_bytes(source.read_bytes())
 
     def publish(self, relpath: str) -> None:
         """Copies a staged file to a remote workdir (no-op for local workdirs)."""

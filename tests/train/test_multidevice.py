@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from jaxlab.train.checkpoint import restore_params_subtree
 from jaxlab.train.loop import train
@@ -89,3 +90,27 @@ def test_two_processes_agree_with_one(tmp_path, compilation_cache_dir):
     _, ema = restore_params_subtree(workdir / "checkpoints")
     for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(host(single.state.ema_params))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow  # 2 minutes on 2 cores; test_two_processes_agree_with_one covers the row assembly by default
+def test_tensor_axis_across_processes_feeds_both_the_same_rows(tmp_path, compilation_cache_dir):
+    """Batch rows come from the sharding's addressable indices: with ``tensor`` spanning the two
+    processes, both hold (and read) the whole batch, and the run matches one process."""
+    workdir, port = tmp_path / "two", _free_port()
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "tests.train.multihost_rows_check", str(i), str(port), str(workdir)],
+                         cwd=ROOT, env=_env(compilation_cache_dir, 2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-4000:]
+    report = json.loads(outputs[0][0].split("REPORT ", 1)[1])
+    assert report["tensor_spans_processes"] == [0, 1] and report["rows"] == [0, 8] and report["step"] == 4
+
+    single = train(tiny_config(training=dict(num_steps=4), checkpoint=dict(every_steps=4)), str(tmp_path / "one"))
+    two = {r["step"]: r["loss"] for r in read_metrics(workdir / "metrics.jsonl")}
+    one = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "one/metrics.jsonl")}
+    np.testing.assert_allclose([two[s] for s in range(1, 5)], [one[s] for s in range(1, 5)], rtol=2e-5)
+    assert single.step == 4
