@@ -15,6 +15,12 @@ Sharded Hugging Face checkpoints (e.g. LLaDA-8B) are read from their directory o
 
   python -m launch.convert --family=llada --checkpoint=LLaDA-8B-Instruct/ \
       --torch_config=LLaDA-8B-Instruct/config.json --output=/tmp/llada_8b
+
+IPT (huawei-noah/Pretrained-IPT) checkpoints take the ``option.py`` arguments; ``scale`` is the
+checkpoint's task list (``IPT_sr2.pt``: ``[2]``, ``IPT_denoise30.pt``: ``[1]``):
+
+  python -m launch.convert --family=ipt --checkpoint=IPT_sr2.pt --preset=IPT \
+      --torch_kwargs='{"scale": [2]}' --output=/tmp/ipt_sr2
 """
 
 import json

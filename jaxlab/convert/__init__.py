@@ -11,12 +11,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jaxlab.convert import dic, dit, llada, udit
+from jaxlab.convert import ipt
 
 _CONVERTERS: dict[str, Callable[..., tuple[Any, dict]]] = {
     "dit": dit.convert,
     "llada": llada.convert,
     "dic": dic.convert,
     "udit": udit.convert,
+    "ipt": ipt.convert,
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 
 from jaxlab.models import dic, dit, dlm, udit
+from jaxlab.models import ipt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +23,7 @@ FAMILIES: dict[str, Family] = {
     "llada": Family("llada", dlm.LLaDA, dlm.LLaDAConfig, dlm.PRESETS),
     "dic": Family("dic", dic.DiC, dic.DiCConfig, dic.PRESETS),
     "udit": Family("udit", udit.UDiT, udit.UDiTConfig, udit.PRESETS),
+    "ipt": Family("ipt", ipt.IPT, ipt.IPTConfig, ipt.PRESETS),
 }
 
 
