@@ -117,8 +117,9 @@ class IPTConfig(ModelConfig):
 PRESETS: dict[str, dict] = {
     # option.py defaults (the released checkpoints: one scale entry per file, e.g. IPT_sr2.pt -> (2,)).
     "IPT": dict(n_feats=64, patch_size=48, patch_dim=3, num_heads=12, num_layers=12),
-    # A CPU-sized IPT for tests and the Instruct-IPT experiments (five same-size tasks).
-    "IPT-tiny": dict(n_feats=16, patch_size=24, patch_dim=3, num_heads=4, num_layers=1, scale=(1, 1, 1, 1, 1), num_queries=5),
+    # A CPU-sized single-task IPT (one head/tail, one query): the shared model that Instruct-IPT
+    # weight modulation (jaxlab.models.ipt_modulation) turns into a multi-task one.
+    "IPT-tiny": dict(n_feats=16, patch_size=24, patch_dim=3, num_heads=4, num_layers=1),
 }
 
 
