@@ -147,3 +147,34 @@ def make_restorer(module, task: int, *, stride: int | None = None, margin: int |
         )
 
     return restore
+
+
+SAME_SIZE_TASKS = ("denoise", "deblur", "derain", "dehaze", "desnow")
+
+
+def resolve_task(config, task: str | int) -> int:
+    """A task index from an index, ``"sr<N>"`` (the task with scale N) or a same-size task name.
+
+    A checkpoint stores only its scale list, so a same-size name (``denoise``, ``derain``, ...)
+    resolves only when the checkpoint has exactly one scale-1 task (e.g. ``IPT_denoise30.pt``).
+    """
+    scales = list(config.scale)
+    text = str(task).strip().lower()
+    if text.isdigit():
+        index = int(text)
+        config.check_task(index)
+        return index
+    if text.startswith("sr") and text[2:].isdigit():
+        matches = [i for i, s in enumerate(scales) if s == int(text[2:])]
+        if len(matches) != 1:
+            raise ValueError(f"task {task!r}: this checkpoint's scales are {scales}; {len(matches)} tasks have scale {text[2:]}")
+        return matches[0]
+    if text in SAME_SIZE_TASKS:
+        matches = [i for i, s in enumerate(scales) if s == 1]
+        if len(matches) != 1:
+            raise ValueError(
+                f"task {task!r}: this checkpoint has {len(matches)} same-size (scale 1) tasks (scales {scales}) and "
+                f"does not store task names; pass the task index instead"
+            )
+        return matches[0]
+    raise ValueError(f"unknown task {task!r}: use an index (0..{len(scales) - 1}), 'sr2'/'sr3'/'sr4', or one of {list(SAME_SIZE_TASKS)}")
