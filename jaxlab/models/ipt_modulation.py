@@ -153,7 +153,9 @@ def merge(params: Mapping, mod: Mapping, task: int, cfg: ModulationConfig) -> di
     return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), jax.jit(modulate, static_argnums=3)(params, mod, task, cfg))
 
 
-def task_sensitivity(shared: Mapping, finetuned: Sequence[Mapping], targets: Sequence[str] = tuple(TARGET_GROUPS)) -> list[tuple[str, float]]:
+def task_sensitivity(
+    shared: Mapping, finetuned: Sequence[Mapping], targets: Sequence[str] = tuple(TARGET_GROUPS)
+) -> list[tuple[str, float]]:
     """Ranks weights by mean relative change ``||W_t - W|| / ||W||`` over per-task fine-tunes, largest first.
 
     ``finetuned[t]`` is the shared params fine-tuned on task ``t`` alone; the top entries are the

@@ -14,6 +14,7 @@ follow the ``jaxlab.train.task.Task`` protocol and are tested on their own.
 
 from collections.abc import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,7 +44,7 @@ class InstructIPTTask:
         model_rng, mod_rng = jax.random.split(rng)
         x = batch["degraded"][0]
         shared = self.module.init(model_rng, x, 0)["params"]
-        return {"shared": shared, "mod": init_modulation(mod_rng, _unbox(shared), self.modulation)}
+        return {"shared": shared, "mod": init_modulation(mod_rng, nn.unbox(shared), self.modulation)}
 
     def restore(self, params, x_NHWC, task):
         """Task ``task``'s output (``task`` may be traced)."""
@@ -61,13 +62,9 @@ class InstructIPTTask:
         return loss, {"loss": loss, **{f"l1_task{t}": per_task[t] for t in range(num_tasks)}}
 
 
-def _unbox(tree):
-    import flax.linen as nn
-
-    return nn.unbox(tree)
-
-
-def task_mixed_batch(images, per_task: int, patch: int, rng: np.random.Generator, tasks: Sequence[str] = TASKS, sigma: float = 25.0) -> dict:
+def task_mixed_batch(
+    images, per_task: int, patch: int, rng: np.random.Generator, tasks: Sequence[str] = TASKS, sigma: float = 25.0
+) -> dict:
     """``{"degraded", "clean"}`` of shape ``[len(tasks), per_task, patch, patch, 3]`` from clean ``images``."""
     clean = np.stack([random_patches(images, patch, per_task, rng) for _ in tasks])
     degraded = np.stack([[degrade(c, task, rng, sigma=sigma) for c in clean[t]] for t, task in enumerate(tasks)])

@@ -7,7 +7,7 @@ import pytest
 
 from jaxlab.convert import from_torch
 from jaxlab.models.ipt_ops import make_restorer, tile_starts, tiled_apply
-from tests.conftest import GoldenCase, nchw_to_nhwc
+from tests.conftest import GoldenCase
 
 RNG = np.random.default_rng(0)
 KERNEL = jnp.asarray(RNG.normal(size=(5, 5, 3, 3)), jnp.float32)  # receptive-field radius 2
