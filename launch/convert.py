@@ -20,6 +20,12 @@ The SD VAE (``--family=vae``) reads the diffusers ``config.json`` next to the we
 is one, else uses the sd-vae-ft-ema config:
 
   python -m launch.convert --family=vae --checkpoint=sd-vae-ft-ema/diffusion_pytorch_model.safetensors --output=/tmp/sd_vae
+
+IPT (huawei-noah/Pretrained-IPT) checkpoints take the ``option.py`` arguments; ``scale`` is the
+checkpoint's task list (``IPT_sr2.pt``: ``[2]``, ``IPT_denoise30.pt``: ``[1]``):
+
+  python -m launch.convert --family=ipt --checkpoint=IPT_sr2.pt --preset=IPT \
+      --torch_kwargs='{"scale": [2]}' --output=/tmp/ipt_sr2
 """
 
 import json

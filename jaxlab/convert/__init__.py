@@ -8,11 +8,10 @@ tree for ``module.apply({"params": params}, ...)``. Torch itself is never needed
 """
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
-from functools import partial
-
-from jaxlab.convert import dic, dit, llada, lm, udit, vae
+from jaxlab.convert import dic, dit, ipt, llada, lm, udit, vae
 
 _CONVERTERS: dict[str, Callable[..., tuple[Any, dict]]] = {
     "dit": dit.convert,
@@ -23,6 +22,7 @@ _CONVERTERS: dict[str, Callable[..., tuple[Any, dict]]] = {
     "gpt_neox": partial(lm.convert, "gpt_neox"),
     "llama": partial(lm.convert, "llama"),
     "dijiang": partial(lm.convert, "dijiang"),
+    "ipt": ipt.convert,
 }
 
 

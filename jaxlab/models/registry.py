@@ -6,7 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxlab.models import dic, dit, dlm, lm, udit, vae
+from jaxlab.models import dic, dit, dlm, ipt, lm, udit, vae
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +26,7 @@ FAMILIES: dict[str, Family] = {
     "lm": Family("lm", lm.CausalLM, lm.LMConfig, lm.PRESETS),
     # The LM converters' names (launch.convert --family=gpt_neox|llama|dijiang): the same CausalLM.
     **{name: Family(name, lm.CausalLM, lm.LMConfig, lm.PRESETS) for name in ("gpt_neox", "llama", "dijiang")},
+    "ipt": Family("ipt", ipt.IPT, ipt.IPTConfig, ipt.PRESETS),
 }
 
 

@@ -1,0 +1,1 @@
+"""All-in-one image restoration (Instruct-IPT): task-mixed batches and the synchronous training loss."""
