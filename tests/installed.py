@@ -10,7 +10,6 @@ import dataclasses
 import os
 import pathlib
 import shutil
-import site
 import subprocess
 import sys
 
@@ -39,7 +38,8 @@ class Environment:
         return probe.stdout.strip() == "True"
 
     def install(self) -> None:
-        _check(self.run(self.python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", self.wheel))
+        _check(self.run(self.python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall",
+                        self.wheel))
 
     def uninstall(self) -> None:
         _check(self.run(self.python, "-m", "pip", "uninstall", "-q", "-y", "jaxlab"))
@@ -80,7 +80,9 @@ def create(tmp: pathlib.Path) -> Environment:
     python = prefix / "bin" / "python"
     purelib = _check(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                     capture_output=True, text=True)).stdout.strip()
-    (pathlib.Path(purelib) / "parent_environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    # This interpreter's package directories (its site-packages and any a .pth line added), not the checkout.
+    packages = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+    (pathlib.Path(purelib) / "parent_environment.pth").write_text("\n".join(packages) + "\n")
     workdir = tmp / "elsewhere"
     workdir.mkdir()
     environment = Environment(wheel=wheel, python=python, bin=prefix / "bin", workdir=workdir)

@@ -29,9 +29,11 @@ def execute_notebook(name: str, monkeypatch, installed_env: Environment, tmp_pat
     spec.write_text(json.dumps({"argv": [str(installed_env.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                                 "display_name": KERNEL, "language": "python"}))
     # The kernel inherits these (and XLA_FLAGS: fast compiles, tests/conftest.py). The dependencies are
-    # already in the environment: pip's own PIP_NO_DEPS / PIP_NO_INDEX spare a resolution (20 s) and the network.
+    # already in the environment: pip's own PIP_NO_DEPS / PIP_NO_INDEX spare a resolution (20 s) and the network;
+    # PIP_FORCE_REINSTALL: the test interpreter's own jaxlab (an editable install, not active there) does not count.
     env = installed_env.env(JUPYTER_PATH=str(jupyter), JAX_PLATFORMS="cpu", JAXLAB_SOURCE=str(installed_env.wheel),
-                            JAXLAB_REPO=_repository_copy(tmp_path / "repository"), PIP_NO_DEPS="1", PIP_NO_INDEX="1")
+                            JAXLAB_REPO=_repository_copy(tmp_path / "repository"), PIP_NO_DEPS="1", PIP_NO_INDEX="1",
+                            PIP_FORCE_REINSTALL="1")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("PYTHONPATH", raising=False)
