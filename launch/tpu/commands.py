@@ -23,7 +23,6 @@ Arguments after ``--`` go to ``launch/train.py`` (``--config=...``, ``--config.x
 
 import argparse
 import dataclasses
-import os
 import shlex
 import subprocess
 import sys
@@ -154,7 +153,8 @@ def uncommitted_changes(source: Path) -> tuple[list[str], list[str]]:
     proc = subprocess.run(["git", "-C", str(source), "status", "--porcelain"], check=True, capture_output=True,
                           text=True)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    return [line[3:] for line in lines if not line.startswith("??")], [line[3:] for line in lines if line.startswith("??")]
+    untracked = [line[3:] for line in lines if line.startswith("??")]
+    return [line[3:] for line in lines if not line.startswith("??")], untracked
 
 
 def check_committed(source: Path, allow_dirty: bool) -> None:

@@ -26,8 +26,8 @@ def execute_notebook(name: str, monkeypatch, installed_env: Environment, tmp_pat
     jupyter = installed_env.workdir.parent / "jupyter"
     spec = jupyter / "kernels" / KERNEL / "kernel.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
-    spec.write_text(json.dumps({"argv": [str(installed_env.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                                "display_name": KERNEL, "language": "python"}))
+    argv = [str(installed_env.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec.write_text(json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"}))
     # The kernel inherits these (and XLA_FLAGS: fast compiles, tests/conftest.py). The dependencies are
     # already in the environment: pip's own PIP_NO_DEPS / PIP_NO_INDEX spare a resolution (20 s) and the network;
     # PIP_FORCE_REINSTALL: the test interpreter's own jaxlab (an editable install, not active there) does not count.

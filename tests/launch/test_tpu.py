@@ -55,7 +55,8 @@ def test_up_creates_copies_installs_python311_and_trains_on_every_worker(cloud):
         worker = [c for c in calls if c["home"] == home]
         # The committed checkout was unpacked; the image's python3 (3.10) only installed uv; uv made a 3.11 venv.
         assert (root / f"worker{i}" / "jaxlab" / "launch" / "train.py").read_text() == "# the trainer\n"
-        assert [c["argv"] for c in worker if c["role"] == "python3"] == [["-m", "pip", "install", "-q", "--user", "-U", "uv"]]
+        system_python = [c["argv"] for c in worker if c["role"] == "python3"]
+        assert system_python == [["-m", "pip", "install", "-q", "--user", "-U", "uv"]]
         uv = [c["argv"] for c in worker if c["role"] == "uv"]
         assert uv[0] == ["venv", "-q", "--python", "3.11", f"{home}/jaxlab-venv"]
         assert uv[1] == ["pip", "install", "-q", "--python", f"{home}/jaxlab-venv/bin/python", "jax[tpu]", "gcsfs",

@@ -81,7 +81,8 @@ def test_scan_and_remat_compute_the_same_function():
         module, params = from_torch("dit", kwargs, CASE.state_dict, **options)
         # The switches take effect: one stacked block under scan, a remat call per block otherwise.
         if options.get("scan_blocks"):
-            assert "blocks_0" not in params and params["blocks"]["block"]["mlp"]["fc1"]["kernel"].shape[0] == kwargs["depth"]
+            stacked = params["blocks"]["block"]["mlp"]["fc1"]["kernel"]
+            assert "blocks_0" not in params and stacked.shape[0] == kwargs["depth"]
         else:
             assert "blocks" not in params and f"blocks_{kwargs['depth'] - 1}" in params
         jaxpr = str(jax.make_jaxpr(lambda p: module.apply({"params": p}, x, t, y))(params))
