@@ -84,8 +84,8 @@ def nhwc_to_nchw(x) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def installed_env(tmp_path_factory):
+def installed_env():
     """A fresh virtual environment outside the checkout and a wheel of it (see tests/installed.py)."""
-    from tests.installed import create
+    from tests.installed import shared_environment
 
-    return create(tmp_path_factory.mktemp("installed"))
+    return shared_environment()

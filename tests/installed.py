@@ -6,12 +6,15 @@ again; a ``.pth`` line adds the directories) but not jaxlab: an editable install
 there is not activated (its ``.pth`` hook is not read), and no ``PYTHONPATH`` is passed on.
 """
 
+import atexit
 import dataclasses
+import functools
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -88,3 +91,11 @@ def create(tmp: pathlib.Path) -> Environment:
     environment = Environment(wheel=wheel, python=python, bin=prefix / "bin", workdir=workdir)
     assert not environment.has_jaxlab(), "the test environment must start without jaxlab"
     return environment
+
+
+@functools.lru_cache(maxsize=None)
+def shared_environment() -> Environment:
+    """One environment (and wheel) per test session, removed when the session ends."""
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="jaxlab-installed-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return create(tmp)

@@ -4,23 +4,26 @@ cell must install jaxlab: the test points it at the wheel built from this checko
 (``JAXLAB_SOURCE``) and at a file:// copy of the repository's files (``JAXLAB_REPO``)."""
 
 import json
+import pathlib
 import shutil
+import tempfile
 
 import nbformat
 from nbclient import NotebookClient
 
-from tests.installed import ROOT, Environment
+from tests.installed import ROOT, shared_environment
 
 KERNEL = "jaxlab-installed"
 
 
-def execute_notebook(name: str, monkeypatch, installed_env: Environment, tmp_path,
-                     parameters: dict[str, object] | None = None, timeout: int = 180):
+def execute_notebook(name: str, monkeypatch, parameters: dict[str, object] | None = None, timeout: int = 180):
     """Runs ``colab/<name>`` top to bottom and returns ``(notebook, all code-cell outputs)``.
 
     ``parameters`` replace assignments ``NAME = ...`` in the notebook's cell tagged
     ``parameters`` (papermill's convention), e.g. fewer training steps for CI.
     """
+    installed_env = shared_environment()
+    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix=name.removesuffix(".ipynb") + "-", dir=installed_env.workdir))
     if installed_env.has_jaxlab():
         installed_env.uninstall()  # every notebook must install jaxlab itself
     jupyter = installed_env.workdir.parent / "jupyter"

@@ -6,9 +6,8 @@ import re
 from tests.colab.notebook import execute_notebook, output_text
 
 
-def test_dlm_notebook_executes_and_shows_commit_order(monkeypatch, installed_env, tmp_path):
-    _, outputs = execute_notebook("dlm_dcd.ipynb", monkeypatch, installed_env, tmp_path,
-                                  {"TRAIN_STEPS": 0, "NUM_PUZZLES": 64})
+def test_dlm_notebook_executes_and_shows_commit_order(monkeypatch):
+    _, outputs = execute_notebook("dlm_dcd.ipynb", monkeypatch, {"TRAIN_STEPS": 0, "NUM_PUZZLES": 64})
     text = output_text(outputs)
     assert "checker on the true answers: [ True  True  True  True]" in text
     assert "(214,592 params); trained: {'train_steps': 2000" in text

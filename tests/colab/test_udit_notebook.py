@@ -5,8 +5,8 @@ import re
 from tests.colab.notebook import execute_notebook, output_text, shows_image
 
 
-def test_udit_notebook_executes_and_shows_the_grid(monkeypatch, installed_env, tmp_path):
-    _, outputs = execute_notebook("udit.ipynb", monkeypatch, installed_env, tmp_path, timeout=120)
+def test_udit_notebook_executes_and_shows_the_grid(monkeypatch):
+    _, outputs = execute_notebook("udit.ipynb", monkeypatch, timeout=120)
     text = output_text(outputs)
     assert "U-DiT-B  width=192 heads= 8  params 231.25M, fused 204.43M, 22.18 GMACs" in text
     assert "[[ 0  2  8 10]" in text  # group 0 of the 4x4 index map: pixels (2r, 2c)
