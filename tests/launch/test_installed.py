@@ -73,3 +73,18 @@ def test_config_paths_resolve_to_the_shipped_files_only_when_missing(tmp_path, m
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "dit.py").write_text("")  # the user's own file wins
     assert resolve_config_arg(["--config=configs/dit.py:S-2"], shipped) == ["--config=configs/dit.py:S-2"]
+
+
+def test_every_entry_point_has_a_console_script():
+    """``python -m launch.<name>`` in a checkout is ``jaxlab-<name>`` (``_`` -> ``-``) when installed."""
+    import configparser
+
+    declared = configparser.ConfigParser()
+    declared.read(ROOT / "setup.cfg")
+    scripts = dict(line.replace(" ", "").split("=", 1)
+                   for line in declared["options.entry_points"]["console_scripts"].strip().splitlines())
+    runnable = [p.stem for p in (ROOT / "launch").glob("*.py") if 'if __name__ == "__main__"' in p.read_text()]
+    runnable += [p.parent.name for p in (ROOT / "launch").glob("*/__main__.py")]
+    expected = {f"jaxlab-{name.replace('_', '-')}": f"jaxlab.launch.cli:{name}" for name in runnable}
+    missing = {k: v for k, v in expected.items() if scripts.get(k) != v}
+    assert not missing, f"add to setup.cfg's console_scripts (and a function to launch/cli.py): {missing}"
