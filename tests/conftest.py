@@ -81,3 +81,11 @@ def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
 
 def nhwc_to_nchw(x) -> np.ndarray:
     return np.moveaxis(np.asarray(x), -1, -3)
+
+
+@pytest.fixture(scope="session")
+def installed_env():
+    """A fresh virtual environment outside the checkout and a wheel of it (see tests/installed.py)."""
+    from tests.installed import shared_environment
+
+    return shared_environment()

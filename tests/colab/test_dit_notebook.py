@@ -4,7 +4,8 @@ from tests.colab.notebook import execute_notebook, output_text, shows_image
 
 
 def test_dit_quickstart_notebook_executes_and_shows_the_grid(monkeypatch):
-    _, outputs = execute_notebook("dit_quickstart.ipynb", monkeypatch, {"TRAIN_STEPS": 30, "SAMPLING_STEPS": 10})
+    _, outputs = execute_notebook("dit_quickstart.ipynb", monkeypatch, {"TRAIN_STEPS": 30, "SAMPLING_STEPS": 10},
+                                  timeout=300)
     text = output_text(outputs)
     assert "DiT-XL/2    674,834,720 parameters" in text
     assert "step    29  loss" in text

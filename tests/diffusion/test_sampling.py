@@ -102,17 +102,39 @@ def test_noise_source_is_required_and_checked():
 
 
 def test_class_sampler_with_guidance_on_a_tiny_dit():
+    """``make_class_sampler`` equals the guidance written out by hand, and the scale changes the samples."""
     module = build_model("dit", None, input_size=8, hidden_size=32, depth=1, num_heads=2, num_classes=10)
     x, t = jnp.zeros((1, 8, 8, 4)), jnp.zeros((1,), jnp.int32)
     params = module.init(jax.random.key(0), x, t, t)["params"]
     params = jax.tree_util.tree_map(lambda p: p + 0.05, params)  # leave the adaLN-Zero init
-    diffusion = sampling_diffusion("ddpm", 5, learn_sigma=True)
     labels = jnp.array([1, 2, 3])
+    key = jax.random.key(0)
+
+    def by_hand(diffusion, cfg_scale):
+        """DDIM (eta 0: no step noise) on [cond; uncond] rows; eps channels 0-2 guided as the official code."""
+        def model(x, t, y):
+            cond = module.apply({"params": params}, x, t, y)
+            uncond = module.apply({"params": params}, x, t, jnp.full_like(y, 10))  # the null class
+            guided = uncond[..., :3] + cfg_scale * (cond[..., :3] - uncond[..., :3])
+            return jnp.concatenate([guided, cond[..., 3:]], axis=-1)
+
+        z = jax.random.normal(jax.random.split(key)[0], (3, 8, 8, 4))  # the sampler's own noise draw
+        return sample_loop(diffusion, model, z, sampler="ddim", model_kwargs={"y": labels}, clip_denoised=False)
+
+    ddim = sampling_diffusion("ddim", 4, learn_sigma=True)
+    samples = {}
     for cfg_scale in (1.0, 4.0):
-        sample = make_class_sampler(module, diffusion, sampler="ddpm", cfg_scale=cfg_scale)
-        a = sample(params, labels, jax.random.key(0))
-        b = sample(params, labels, jax.random.key(0))
-        assert a.shape == (3, 8, 8, 4) and bool(jnp.all(jnp.isfinite(a)))
-        np.testing.assert_array_equal(a, b)  # deterministic given the key
+        samples[cfg_scale] = make_class_sampler(module, ddim, sampler="ddim", cfg_scale=cfg_scale)(params, labels, key)
+        expected = by_hand(ddim, cfg_scale)
+        np.testing.assert_allclose(samples[cfg_scale], expected, rtol=1e-4, atol=1e-4, err_msg=str(cfg_scale))
+    scale_effect = float(jnp.abs(samples[4.0] - samples[1.0]).max())
+    assert scale_effect > 1e-2, scale_effect  # far above the 1e-4 agreement above
+
+    ddpm = sampling_diffusion("ddpm", 5, learn_sigma=True)
+    sample = make_class_sampler(module, ddpm, sampler="ddpm", cfg_scale=4.0)
+    a, b = sample(params, labels, key), sample(params, labels, key)
+    assert a.shape == (3, 8, 8, 4) and bool(jnp.all(jnp.isfinite(a)))
+    np.testing.assert_array_equal(a, b)  # deterministic given the key
+    assert float(jnp.abs(sample(params, labels, jax.random.key(1)) - a).max()) > 1e-2  # the key draws the noise
     with pytest.raises(ValueError, match="cfg_scale=0.5 must be >= 1"):
-        make_class_sampler(module, diffusion, cfg_scale=0.5)
+        make_class_sampler(module, ddpm, cfg_scale=0.5)

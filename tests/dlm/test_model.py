@@ -38,6 +38,8 @@ def tiny():
 @pytest.mark.parametrize("scan_blocks", [False, True])
 def test_forward_matches_reference(scan_blocks):
     module, params = from_torch("llada", KWARGS, CASE.state_dict, scan_blocks=scan_blocks)
+    stacked = [v for v in jax.tree.leaves(params) if v.ndim and v.shape[0] == KWARGS["n_layers"] and v.ndim >= 3]
+    assert bool(stacked) == scan_blocks  # the switch takes effect: per-layer weights stacked on a leading axis
     logits, state = jax.jit(lambda p, x: module.apply({"params": p}, x, mutable=["intermediates"]))(
         params, CASE["inputs/input_ids"]
     )

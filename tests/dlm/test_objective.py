@@ -197,7 +197,7 @@ def test_stratified_counts_and_masks_follow_the_reference_recipe():
     np.testing.assert_array_equal(masks.sum(1), [1, 3, 7])
 
 
-def test_likelihood_ranks_answers_of_a_trained_like_model(golden_model):
+def test_likelihood_estimate_is_finite_deterministic_and_changed_by_cfg(golden_model):
     """With the tiny LLaDA: the estimate is finite, deterministic per key and CFG changes it."""
     _, _, logits_fn = golden_model
     prompt, answer = np.arange(6), np.arange(10, 16)

@@ -1,5 +1,6 @@
 """Generators and checkers of the embedded text tasks (jaxlab/data/text_tasks.py)."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -163,5 +164,9 @@ def test_dlm_configs_train_through_the_shared_loop(tmp_path):
     assert {"masked_accuracy", "masked_ce", "masked_fraction"} <= set(result.last_metrics)
     module, params, task, meta = load_checkpoint(str(export_workdir(tmp_path / "run", tmp_path / "m.npz")))
     assert isinstance(task, AdditionTask) and module.config.n_layers == 1 and meta["family"] == "llada"
+    trained = jax.tree.leaves(jax.device_get(result.state.ema_params))
+    assert len(jax.tree.leaves(params)) == len(trained)
+    for exported, ema in zip(jax.tree.leaves(params), trained):  # the run's EMA weights, not a fresh init
+        np.testing.assert_array_equal(exported, ema)
     logits = module.apply({"params": params}, task.batch(0, 0, 2)["tokens"])
     assert logits.shape == (2, task.seq_length, 15)

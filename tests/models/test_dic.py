@@ -187,7 +187,7 @@ def test_bfloat16_and_label_dropout_in_train_mode(tiny):
 
     (ref, _), bf16, (train_out, train_inter), (_, forced_inter) = jax.jit(all_modes)(params)
     assert bf16.dtype == jnp.float32
-    assert np.abs(bf16 - ref).max() < 0.1 * np.abs(ref).max()
+    assert 1e-3 * np.abs(ref).max() < np.abs(bf16 - ref).max() < 0.1 * np.abs(ref).max()  # bf16 ran: close, not equal
 
     # Label dropout is decided once and shared by every level's embedder (the official behaviour).
     tables = [params[f"y_embedder_{i}"]["embedding_table"] for i in range(3)]

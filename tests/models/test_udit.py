@@ -1,6 +1,7 @@
 """U-DiT: golden equivalence with YuchuanTian/U-DiT, re-parameterisation, presets, sampling and errors."""
 
 import functools
+import re
 
 import flax.linen as nn
 import jax
@@ -174,6 +175,9 @@ def test_remat_computes_the_same_function_and_gradient(tiny):
         return jnp.mean(m.apply({"params": p}, x, t, y) ** 2)
 
     remat = UDiT(cfg.replace(remat="full"))
+    for m, calls in ((module, 0), (remat, 1)):  # the switch takes effect: one remat call for the one block
+        jaxpr = str(jax.make_jaxpr(lambda p: m.apply({"params": p}, x, t, y))(params))
+        assert len(re.findall(r"= (?:remat2?|checkpoint)\[", jaxpr)) == calls, m.config.remat
     (l0, g0), (l1, g1) = (jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, m) for m in (module, remat))
     np.testing.assert_allclose(l1, l0, rtol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)):
