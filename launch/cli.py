@@ -1,4 +1,4 @@
-"""Console scripts of an installed jaxlab: ``jaxlab-train``, ``jaxlab-sample``, ``jaxlab-convert``, ``jaxlab-tpu``.
+"""Console scripts of an installed jaxlab: ``jaxlab-<name>`` for each ``launch/<name>.py`` (``jaxlab-train``, ...).
 
 Each runs the matching ``launch/<name>.py`` exactly as ``python -m launch.<name>`` does from a checkout
 (same flags). ``--config=configs/<family>.py:<variant>`` names a file relative to the current
@@ -50,3 +50,15 @@ def convert() -> None:
 def tpu() -> None:
     # The training arguments after ``--`` run on the TPU VM, inside the copied checkout: not resolved here.
     _run("tpu", resolve_config=False)
+
+
+def encode() -> None:
+    _run("encode", resolve_config=True)
+
+
+def restore() -> None:
+    _run("restore", resolve_config=False)
+
+
+def lm_tokenizer() -> None:
+    _run("lm_tokenizer", resolve_config=False)

@@ -44,7 +44,7 @@ from jaxlab.data import records
 from jaxlab.data.image_folder import check_rgb, image_folder_spec, scan_image_folder
 from jaxlab.data.sources import build_source
 from jaxlab.diffusion.latents import make_latent_encoder
-from launch.latents import load_vae
+from .latents import load_vae
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<variant> of the latent model", lock_config=True)
 _VAE = flags.DEFINE_string("vae", None, "converted SD VAE (launch.convert --family=vae)", required=True)

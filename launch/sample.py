@@ -32,7 +32,7 @@ from jaxlab.models.registry import get_family
 from jaxlab.diffusion.latents import check_vae_fits_backbone
 from jaxlab.train import integrity
 from jaxlab.train.params_io import load_model, read_model_config
-from launch.latents import load_vae, write_decoded_samples
+from .latents import load_vae, write_decoded_samples
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<variant>", lock_config=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "jaxlab model checkpoint (launch.convert output); default: random init")
