@@ -6,7 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxlab.models import dic, dit, dlm, udit
+from jaxlab.models import dic, dit, dlm, lvlm, udit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +22,7 @@ FAMILIES: dict[str, Family] = {
     "llada": Family("llada", dlm.LLaDA, dlm.LLaDAConfig, dlm.PRESETS),
     "dic": Family("dic", dic.DiC, dic.DiCConfig, dic.PRESETS),
     "udit": Family("udit", udit.UDiT, udit.UDiTConfig, udit.PRESETS),
+    "lvlm": Family("lvlm", lvlm.LVLM, lvlm.LVLMConfig, lvlm.PRESETS),
 }
 
 
