@@ -143,6 +143,11 @@ class LVLMConfig(ModelConfig):
             raise ValueError(f"position_scheme={s!r}; allowed: {list(SCHEMES + AGE_STRATEGIES)} or a per-layer tuple")
         self.rope_options().validate()
         if self.vision_depth:
+            ids = dict(image_token_id=self.image_token_id, vision_start_token_id=self.vision_start_token_id,
+                       vision_end_token_id=self.vision_end_token_id)
+            bad = {k: v for k, v in ids.items() if not 0 <= v < self.vocab_size}
+            if bad:
+                raise ValueError(f"{bad} outside the vocabulary [0, {self.vocab_size}); set the special token ids")
             if self.vision_hidden_size % self.vision_num_heads or (self.vision_hidden_size // self.vision_num_heads) % 4:
                 raise ValueError(
                     f"vision_hidden_size={self.vision_hidden_size} / vision_num_heads={self.vision_num_heads} must be "
@@ -163,7 +168,8 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(_TINY_TEXT, vision_depth=0),
     # CPU-trainable: the tiny decoder + a 2-block ViT on 4-pixel patches (the shapes VQA task).
     "small": dict(
-        _TINY_TEXT, vision_depth=2, vision_hidden_size=64, vision_intermediate_size=128, vision_num_heads=4,
+        _TINY_TEXT, vision_start_token_id=124, vision_end_token_id=125, image_token_id=126, video_token_id=127,
+        vision_depth=2, vision_hidden_size=64, vision_intermediate_size=128, vision_num_heads=4,
         vision_patch_size=4, vision_window_size=16, vision_fullatt_block_indexes=(1,),
     ),
 }
