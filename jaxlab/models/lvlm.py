@@ -169,7 +169,7 @@ PRESETS: dict[str, dict] = {
     # CPU-trainable: the tiny decoder + a 2-block ViT on 4-pixel patches (the shapes VQA task).
     "small": dict(
         _TINY_TEXT, vision_start_token_id=124, vision_end_token_id=125, image_token_id=126, video_token_id=127,
-        vision_depth=2, vision_hidden_size=64, vision_intermediate_size=128, vision_num_heads=4,
+        vision_depth=2, vision_hidden_size=32, vision_intermediate_size=64, vision_num_heads=2,
         vision_patch_size=4, vision_window_size=16, vision_fullatt_block_indexes=(1,),
     ),
 }
@@ -212,11 +212,11 @@ class LVLM(nn.Module):
     """The model; ``__call__`` returns ``logits [B, T, vocab]`` float32, or ``(logits, cache)`` with a cache.
 
     ``__call__(input_ids [B, T], positions [S, 3, B, T], attention_mask [B, T or L] = None, *,
-    pixel_values [P, C*Tp*p*p] = None, vision_layout = None, inputs_embeds [B, T, D] = None,
+    pixel_values [P, C*Tp*p*p] or [N, P, F] = None, vision_layout = None, inputs_embeds [B, T, D] = None,
     cache = None, offset = 0)``:
 
     - image features (``pixel_values`` + ``jaxlab.models.lvlm_vision.vision_layout`` of the
-      batch's ``image_grid_thw``) replace the image-pad tokens of ``input_ids`` in order;
+      batch's ``image_grid_thw``, or of one grid for ``[N, P, F]`` same-size images) replace the image-pad tokens of ``input_ids`` in order;
       ``inputs_embeds`` replaces the embedding lookup altogether (the golden case);
     - attention is causal; ``attention_mask`` (1 = real token) hides padded keys. Without a cache
       it is ``[B, T]``; with a cache (``KVCache`` of length L) the T tokens sit at slots

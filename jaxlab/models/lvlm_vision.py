@@ -82,28 +82,34 @@ def vision_rotary(pos_hw: jax.Array, head_dim: int, theta: float = 10000.0) -> t
 
 
 class VisionBlock(nn.Module):
-    """``Qwen2_5_VLVisionBlock``: ``x + attn(norm1(x))``, then ``+ mlp(norm2(x))``; ``[P, D] -> [P, D]``."""
+    """``Qwen2_5_VLVisionBlock``: ``x + attn(norm1(x))``, then ``+ mlp(norm2(x))``; ``[N, P, D] -> [N, P, D]``."""
 
     num_heads: int
     intermediate_size: int
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x_PD, sin, cos, mask_PP):
-        d = x_PD.shape[-1]
+    def __call__(self, x_NPD, sin_PH, cos_PH, mask_PP):
+        d = x_NPD.shape[-1]
         hd = d // self.num_heads
-        h = RMSNorm(1e-6, self.dtype, name="norm1")(x_PD)
+        h = RMSNorm(1e-6, self.dtype, name="norm1")(x_NPD)
         qkv = dense_general((3, self.num_heads, hd), ("embed", None, "heads", "kv"), dtype=self.dtype, name="qkv")(h)
-        q, k, v = (qkv[None, :, i] for i in range(3))  # [1, P, N, H]
-        q, k = apply_rope(q, sin[None], cos[None]), apply_rope(k, sin[None], cos[None])
-        att = dot_product_attention(q, k, v, mask=mask_PP[None, None])[0]
-        x_PD = x_PD + dense_general(d, ("heads", "kv", "embed"), axis=(-2, -1), dtype=self.dtype, name="proj")(att)
-        h = RMSNorm(1e-6, self.dtype, name="norm2")(x_PD)
-        return x_PD + GatedMlp(self.intermediate_size, use_bias=True, dtype=self.dtype, name="mlp")(h)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [N, P, heads, hd]
+        q, k = apply_rope(q, sin_PH[None], cos_PH[None]), apply_rope(k, sin_PH[None], cos_PH[None])
+        att = dot_product_attention(q, k, v, mask=mask_PP[None, None])
+        x_NPD = x_NPD + dense_general(d, ("heads", "kv", "embed"), axis=(-2, -1), dtype=self.dtype, name="proj")(att)
+        h = RMSNorm(1e-6, self.dtype, name="norm2")(x_NPD)
+        return x_NPD + GatedMlp(self.intermediate_size, use_bias=True, dtype=self.dtype, name="mlp")(h)
 
 
 class VisionTower(nn.Module):
-    """Flattened patches ``[P, C * Tp * p * p]`` + ``vision_layout`` arrays -> image tokens ``[P / m^2, out_dim]``."""
+    """Patches -> image tokens ``[tokens, out_dim]`` (merged, in processor order).
+
+    ``patches`` is either the processor's flat list ``[P, C * Tp * p * p]`` of every image with
+    the ``vision_layout`` of all their grids (the Hugging Face call), or ``[N, P, F]``: N images
+    of one size sharing the ``vision_layout`` of a single grid (a batch of same-size images
+    without the ``[N P, N P]`` block-diagonal attention mask); both give the same tokens.
+    """
 
     depth: int
     hidden_size: int
@@ -115,15 +121,17 @@ class VisionTower(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, patches_PF, layout):
+    def __call__(self, patches, layout):
         unit = self.spatial_merge_size**2
-        p = patches_PF.shape[0]
-        x = dense(self.hidden_size, ("patch", "embed"), use_bias=False, dtype=self.dtype, name="patch_embed")(patches_PF)
+        x = patches if patches.ndim == 3 else patches[None]  # [N, P, F]
+        n, p = x.shape[:2]
+        x = dense(self.hidden_size, ("patch", "embed"), use_bias=False, dtype=self.dtype, name="patch_embed")(x)
         window_index = layout["window_index"]
         sin, cos = vision_rotary(layout["pos_hw"], self.hidden_size // self.num_heads)
 
-        def to_windows(a):
-            return a.reshape(p // unit, unit, -1)[window_index].reshape(p, -1)
+        def to_windows(a):  # [..., P, F] over merge groups
+            lead = a.shape[:-2]
+            return a.reshape(lead + (p // unit, unit, -1))[..., window_index, :, :].reshape(lead + (p, -1))
 
         x, sin, cos = to_windows(x), to_windows(sin), to_windows(cos)
         image_seg, window_seg = layout["image_segment"], layout["window_segment"]
@@ -132,8 +140,8 @@ class VisionTower(nn.Module):
         for i in range(self.depth):
             mask = full_mask if i in self.fullatt_block_indexes else window_mask
             x = VisionBlock(self.num_heads, self.intermediate_size, self.dtype, name=f"blocks_{i}")(x, sin, cos, mask)
-        x = RMSNorm(1e-6, self.dtype, name="ln_q")(x).reshape(p // unit, unit * self.hidden_size)
+        x = RMSNorm(1e-6, self.dtype, name="ln_q")(x).reshape(n, p // unit, unit * self.hidden_size)
         x = dense(unit * self.hidden_size, ("mlp", "mlp"), dtype=self.dtype, name="mlp_0")(x)
         x = nn.gelu(x, approximate=False)
         x = dense(self.out_hidden_size, ("mlp", "embed"), dtype=self.dtype, name="mlp_2")(x)
-        return x[jnp.argsort(window_index)]
+        return x[:, jnp.argsort(window_index)].reshape(n * (p // unit), -1)

@@ -211,7 +211,8 @@ def test_vision_tower_matches_transformers(golden):
 
     vision = case.meta["constructor"]["vision_config"]
     d = vision["out_hidden_size"]
-    hf = dict(vocab_size=16, hidden_size=d, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+    hf = dict(vocab_size=16, image_token_id=13, vision_start_token_id=14, vision_end_token_id=15, video_token_id=12,
+              hidden_size=d, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
               num_key_value_heads=1, tie_word_embeddings=True, rope_scaling={"type": "mrope", "mrope_section": [2, 2, 2]},
               vision_config=vision)
     sd = {**_tiny_text_state_dict(d), **case.state_dict}
@@ -221,3 +222,9 @@ def test_vision_tower_matches_transformers(golden):
     out = module.apply({"params": params}, jnp.asarray(case["inputs/pixel_values"]), layout,
                        method=lambda m, x, lay: m.visual(x, lay))
     case.assert_close("image_embeds", out)
+    # Same-size images batched [N, P, F] with one image's layout == the flat Hugging Face call.
+    pixels = np.random.default_rng(0).normal(size=(2, 16, 96)).astype(np.float32)
+    two = vision_layout([[1, 4, 4], [1, 4, 4]], vision["patch_size"], vision["window_size"])
+    one = vision_layout([[1, 4, 4]], vision["patch_size"], vision["window_size"])
+    run = lambda x, lay: module.apply({"params": params}, jnp.asarray(x), lay, method=lambda m, a, b: m.visual(a, b))
+    np.testing.assert_allclose(run(pixels, one), run(pixels.reshape(32, 96), two), rtol=1e-5, atol=1e-5)
