@@ -20,7 +20,7 @@ from jaxlab.lvlm.ptd import ptd
 from jaxlab.lvlm.task import VQATask
 from jaxlab.train.params_io import load_model
 
-_WORKDIRS = flags.DEFINE_multi_string("workdir", [], "training workdirs", required=True)
+_WORKDIRS = flags.DEFINE_multi_string("workdir", None, "training workdirs (repeat the flag)", required=True)
 _NUM = flags.DEFINE_integer("num_examples", 1000, "held-out examples")
 _JSON = flags.DEFINE_string("json", None, "also write the results here (must not exist)")
 
