@@ -4,7 +4,7 @@
 
 Variants ``shapes-<scheme>``, scheme in ``1d``, ``mrope``, ``circle``, ``age-strategy_4`` (also
 ``age-strategy_2``, ``age-strategy_3``): the ``small`` preset of ``jaxlab.models.lvlm`` (4-layer
-width-64 Qwen2 decoder, 2-block ViT on 4-pixel patches, ~0.3M parameters) trained on the
+width-64 Qwen2 decoder, 2-block width-32 ViT on 4-pixel patches, 214k parameters) trained on the
 generated grounded-VQA scenes of ``jaxlab.data.shapes_vqa``; only the position scheme differs.
 ``tiny`` is ``shapes-mrope`` for a few steps (tests). Evaluate held-out accuracy per question type
 and PTD with ``python -m launch.lvlm_eval --workdir=...`` (docs/lvlm.md).
