@@ -17,7 +17,7 @@ IMG, START, END = 126, 124, 125  # the small preset's ids
 def model():
     module = build_model("lvlm", "small", position_scheme="strategy_4")
     args, kwargs = init_inputs(module.config)
-    params = module.init(jax.random.key(0), *args, **kwargs)["params"]
+    params = jax.jit(lambda k: module.init(k, *args, **kwargs))(jax.random.key(0))["params"]
     return module, params
 
 

@@ -219,12 +219,10 @@ def test_vision_tower_matches_transformers(golden):
     module, params = from_torch("lvlm", hf, sd)
     grid = case["inputs/image_grid_thw"]
     layout = vision_layout(grid, vision["patch_size"], vision["window_size"], vision["spatial_merge_size"])
-    out = module.apply({"params": params}, jnp.asarray(case["inputs/pixel_values"]), layout,
-                       method=lambda m, x, lay: m.visual(x, lay))
-    case.assert_close("image_embeds", out)
+    run = jax.jit(lambda x, lay: module.apply({"params": params}, x, lay, method=lambda m, a, b: m.visual(a, b)))
+    case.assert_close("image_embeds", run(jnp.asarray(case["inputs/pixel_values"]), layout))
     # Same-size images batched [N, P, F] with one image's layout == the flat Hugging Face call.
     pixels = np.random.default_rng(0).normal(size=(2, 16, 96)).astype(np.float32)
     two = vision_layout([[1, 4, 4], [1, 4, 4]], vision["patch_size"], vision["window_size"])
     one = vision_layout([[1, 4, 4]], vision["patch_size"], vision["window_size"])
-    run = lambda x, lay: module.apply({"params": params}, jnp.asarray(x), lay, method=lambda m, a, b: m.visual(a, b))
     np.testing.assert_allclose(run(pixels, one), run(pixels.reshape(32, 96), two), rtol=1e-5, atol=1e-5)

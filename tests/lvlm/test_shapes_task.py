@@ -66,7 +66,7 @@ def test_loss_is_finite_and_metrics_are_fractions():
 
     task = VQATask.from_config(lvlm_configs.get_config("tiny"))
     batch = task.data.batch(0, 0, 4)
-    params = flax.linen.unbox(task.init_params(jax.random.key(0), batch))
+    params = flax.linen.unbox(jax.jit(task.init_params)(jax.random.key(0), batch))
     loss, metrics = jax.jit(task.loss_fn)(params, batch, jax.random.key(1))
     assert np.isfinite(float(loss)) and 0.0 <= float(metrics["answer_accuracy"]) <= 1.0
     assert abs(float(loss) - np.log(task.module.config.vocab_size)) < 1.0  # untrained: about uniform
