@@ -141,7 +141,7 @@ class VisionTower(nn.Module):
             mask = full_mask if i in self.fullatt_block_indexes else window_mask
             x = VisionBlock(self.num_heads, self.intermediate_size, self.dtype, name=f"blocks_{i}")(x, sin, cos, mask)
         x = RMSNorm(1e-6, self.dtype, name="ln_q")(x).reshape(n, p // unit, unit * self.hidden_size)
-        x = dense(unit * self.hidden_size, ("mlp", "mlp"), dtype=self.dtype, name="mlp_0")(x)
+        x = dense(unit * self.hidden_size, (None, "mlp"), dtype=self.dtype, name="mlp_0")(x)
         x = nn.gelu(x, approximate=False)
         x = dense(self.out_hidden_size, ("mlp", "embed"), dtype=self.dtype, name="mlp_2")(x)
         return x[:, jnp.argsort(window_index)].reshape(n * (p // unit), -1)

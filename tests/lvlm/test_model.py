@@ -226,3 +226,14 @@ def test_vision_tower_matches_transformers(golden):
     two = vision_layout([[1, 4, 4], [1, 4, 4]], vision["patch_size"], vision["window_size"])
     one = vision_layout([[1, 4, 4]], vision["patch_size"], vision["window_size"])
     np.testing.assert_allclose(run(pixels, one), run(pixels.reshape(32, 96), two), rtol=1e-5, atol=1e-5)
+
+
+def test_every_parameter_carries_logical_axes_without_repeats():
+    model = build_model("lvlm", "small")
+    args, kwargs = init_inputs(model.config)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, **kwargs))["params"]
+    leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda x: isinstance(x, flax.linen.LogicallyPartitioned))
+    assert leaves and all(isinstance(x, flax.linen.LogicallyPartitioned) for x in leaves)
+    for x in leaves:
+        named = [n for n in x.names if n is not None]
+        assert len(named) == len(set(named)), x.names  # one mesh axis cannot shard two dims
