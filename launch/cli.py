@@ -62,3 +62,7 @@ def restore() -> None:
 
 def lm_tokenizer() -> None:
     _run("lm_tokenizer", resolve_config=False)
+
+
+def lvlm_eval() -> None:
+    _run("lvlm_eval", resolve_config=False)

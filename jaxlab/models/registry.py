@@ -6,7 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxlab.models import dic, dit, dlm, ipt, lm, udit, vae
+from jaxlab.models import dic, dit, dlm, ipt, lm, lvlm, udit, vae
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,7 @@ FAMILIES: dict[str, Family] = {
     # The LM converters' names (launch.convert --family=gpt_neox|llama|dijiang): the same CausalLM.
     **{name: Family(name, lm.CausalLM, lm.LMConfig, lm.PRESETS) for name in ("gpt_neox", "llama", "dijiang")},
     "ipt": Family("ipt", ipt.IPT, ipt.IPTConfig, ipt.PRESETS),
+    "lvlm": Family("lvlm", lvlm.LVLM, lvlm.LVLMConfig, lvlm.PRESETS),
 }
 
 
