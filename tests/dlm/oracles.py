@@ -236,3 +236,31 @@ def oracle_fastdllm(module, params, prompt, *, steps, gen_length, block_length, 
     trace = {k: np.asarray(v) for k, v in trace.items()}
     trace.update(num_forward=nfe, commit_step=commit_step)
     return x, trace
+
+
+def oracle_mdlm(module, params, prompt, *, steps, gen_length, temperature, mask_id, rng):
+    """The MDLM ancestral sampler on the log-linear schedule, one row and one step at a time.
+
+    No remasking code at all: a masked position is unmasked with probability ``(t - s) / t``
+    (``= (alpha_s - alpha_t) / (1 - alpha_t)``), a committed one is kept. Random numbers come from
+    ``remdm_draws`` with the row's key, so ReMDM with ``sigma = 0`` must reproduce it exactly.
+    """
+    from jaxlab.dlm.remasking import remdm_draws
+
+    model = _Model(module, params)
+    prompt = np.asarray(prompt)
+    batch, p = prompt.shape
+    x = np.full((batch, p + gen_length), mask_id, np.int64)
+    x[:, :p] = prompt
+    t = 1 - np.arange(steps + 1) / steps
+    for i in range(steps):
+        logits = model.full(jnp.asarray(x, jnp.int32)).astype(np.float32)
+        logits[..., mask_id] = -np.inf
+        alpha_t, alpha_s = np.float32(1 - t[i]), np.float32(1 - t[i + 1])
+        for b in range(batch):
+            g, u = map(np.asarray, remdm_draws(jax.random.fold_in(rng, b), i, p, gen_length, logits.shape[-1]))
+            tok = np.argmax(logits[b] / np.float32(temperature) + g, -1)
+            prob = np.float32((alpha_s - alpha_t) / (np.float32(1) - alpha_t))
+            unmask = (x[b] == mask_id) & (np.arange(x.shape[1]) >= p) & (u < prob)
+            x[b, unmask] = tok[unmask]
+    return x
