@@ -43,7 +43,7 @@ def control(module, params, task, prompts, window=4, threshold=0.9):
     rows.append(dict(decoder="block", cache="none", refresh_count="-", accuracy=f"{task.check(none_tokens).mean():.3f}",
                      same_tokens_as_none="1.000"))
     settings = [("block", c, r) for c in ("prefix", "dual") for r in (1, 2, 4, 8, 16)]
-    settings += [("DCD", c, r) for c in ("none", "prefix", "dual", "prefix-delay2", "dual-delay2") for r in (1, 4)]
+    settings += [("DCD", "none", 1)] + [("DCD", c, r) for c in ("prefix", "dual", "prefix-delay2", "dual-delay2") for r in (1, 4)]
     for name, cache, refresh in settings:
         config = dataclasses.replace(base, cache_type=cache, refresh_count=refresh,
                                      window_type="static" if name == "block" else "sliding")
