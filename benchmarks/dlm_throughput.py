@@ -96,7 +96,7 @@ def throughput(*, gen=256, prompt_length=64, block=32, per_step=4, rounds=2, mod
     out = []
     for i, (name, cache, _) in enumerate(rows):
         out.append(dict(decoder=name, cache=cache, forwards=forwards[i], forwards_per_token=f"{forwards[i] / gen:.3f}",
-                        seconds=f"{best[i]:.2f}", generated_tokens_per_s=f"{gen / best[i]:.1f}"))
+                        seconds=f"{best[i]:.4g}", generated_tokens_per_s=f"{gen / best[i]:.1f}"))
     print(f"LLaDA with random weights, {n_params / 1e6:.1f}M params; prompt {prompt_length}, {gen} generated tokens, "
           f"batch 1, block/window {block}, {per_step} commits per forward; best of {rounds} interleaved rounds")
     return out
