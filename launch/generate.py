@@ -11,7 +11,6 @@ samplers show their final commit of each position. LLaDA-8B text generation with
 LLaDA-Instruct chat template (``--family=llada --tokenizer=...``) is not implemented.
 """
 
-import dataclasses
 
 import jax
 import numpy as np
