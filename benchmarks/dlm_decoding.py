@@ -95,7 +95,8 @@ def benchmark(module, params, task, *, num_examples: int, window: int, threshold
         rows.append(dict(
             decoder=name, cache=cache, accuracy=f"{correct.mean():.3f}", vs_block=paired,
             forwards=f"{forwards.mean():.2f}", tokens_per_forward=f"{task.answer_length / forwards.mean():.2f}",
-            wall_s=f"{seconds:.2f}", low_conf=f"{low.mean():.2f}",
+            wall_s=f"{seconds:.2f}", generated_tokens_per_s=f"{len(prompts) * task.answer_length / seconds:.0f}",
+            low_conf=f"{low.mean():.2f}",
         ))
     return rows
 
@@ -128,7 +129,25 @@ def main():
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--refresh", type=int, default=4, help="refresh_count of the cached decoders")
     parser.add_argument("--repeats", type=int, default=3, help="timing: fastest of this many passes")
+    parser.add_argument("--mode", default="accuracy", choices=["accuracy", "throughput", "selfcorrect"],
+                        help="accuracy: block vs DCD on a trained model; throughput: generated tokens/s of every "
+                             "decoder x cache on a ~34M random-weight LLaDA (benchmarks/dlm_throughput.py); "
+                             "selfcorrect: accuracy vs forwards of the remasking samplers (benchmarks/dlm_selfcorrect.py)")
+    parser.add_argument("--gen", type=int, default=256, help="throughput: generated tokens")
+    parser.add_argument("--prompt_length", type=int, default=64, help="throughput: prompt tokens")
+    parser.add_argument("--size", default="512,8,8192", help="throughput: d_model,n_layers,vocab of the random LLaDA")
+    parser.add_argument("--seeds", type=int, default=3, help="selfcorrect: seeds of the sampling decoders")
     args = parser.parse_args()
+    if args.mode == "throughput":
+        from benchmarks.dlm_throughput import throughput
+
+        print(f"device {device_name()} (shared machine: absolute numbers are contended, compare rows)")
+        d_model, n_layers, vocab = (int(v) for v in args.size.split(","))
+        model_kw = dict(d_model=d_model, n_layers=n_layers, n_heads=max(1, d_model // 64), mlp=(d_model * 11 // 4) // 64 * 64,
+                        vocab=vocab)
+        rows = throughput(gen=args.gen, prompt_length=args.prompt_length, rounds=args.repeats, model_kw=model_kw)
+        print_table(rows, list(rows[0]))
+        return
 
     checkpoint = args.checkpoint
     if args.train_steps > 0:
@@ -138,6 +157,13 @@ def main():
 
         checkpoint = str(export_workdir(args.workdir, tempfile.mktemp(suffix=".npz")))
     module, params, task, meta = load_checkpoint(checkpoint)
+    if args.mode == "selfcorrect":
+        from benchmarks.dlm_selfcorrect import selfcorrect
+
+        print(f"device {device_name()} (shared); model {checkpoint}; task {task.name}; {args.num_examples} held-out prompts")
+        rows = selfcorrect(module, params, task, num_examples=args.num_examples, seeds=args.seeds)
+        print_table(rows, list(rows[0]))
+        return
     print(f"device {device_name()}; model {checkpoint} ({sum(p.size for p in jax.tree.leaves(params)):,} params, "
           f"trained: {meta.get('info', {})}); task {task.name}: prompt {task.prompt_length}, answer {task.answer_length}")
     print(f"{args.num_examples} held-out prompts, batch 1; block size = DCD window = {args.window}, "

@@ -10,7 +10,12 @@ One entry point, configured like the official ``DecodeConfig``:
   ``max_window_length`` and the earliest EOS), so uncertain tokens wait for right context.
 - ``decode_algo``: ``'threshold'`` (commit candidates with confidence >= ``decode_param``, at least
   one per row that has a candidate) or ``'fixed'`` (``decode_param`` per row); an ``'entropy'``
-  prefix (``'entropy-threshold'``) scores by negative entropy instead of the max probability.
+  prefix (``'entropy-threshold'``) scores by negative entropy, a ``'topk_margin'`` prefix
+  (``'topk_margin-threshold'``, DCD at commit a4376eff) by the top-1 minus top-2 probability.
+  ``'factor'`` (``decode_param`` = f) is Fast-dLLM's factor rule -- commit the top-n with
+  ``(n + 1)(1 - c_n) <= f`` -- which DCD's ``DecodeConfig`` comment names ("see Fast-DLLM V1
+  paper") but its ``get_decode_num`` rejects; jaxlab implements it with Fast-dLLM's code
+  (``jaxlab.dlm.scoring.factor_count``).
 - ``cache_type``: ``'none'``, ``'prefix'``, ``'dual'``, ``'prefix-delayN'``, ``'dual-delayN'`` with a
   full refresh whenever the average number of tokens committed per row since the last refresh
   reaches ``refresh_count`` (and, in static mode, after every block change).
@@ -35,12 +40,14 @@ import numpy as np
 
 from jaxlab.dlm.cache import ModelCalls, bucket_widths, parse_cache_type
 from jaxlab.dlm.scoring import (
+    factor_count,
     gumbel,
     max_probability,
     negative_entropy,
     threshold_count,
     top_k_logits,
     top_k_mask,
+    top2_margin,
     top_p_logits,
 )
 
@@ -120,6 +127,8 @@ class DecodeConfig:
         if _parse_algo(self.decode_algo)[1] == "fixed":
             if float(self.decode_param) != int(self.decode_param) or int(self.decode_param) < 1:
                 raise ValueError(f"decode_algo='fixed' needs a positive integer decode_param, got {self.decode_param!r}")
+        if _parse_algo(self.decode_algo)[1] == "factor" and not float(self.decode_param) > 0:
+            raise ValueError(f"decode_algo='factor' needs decode_param = factor f > 0, got {self.decode_param!r}")
         if not self.refresh_count > 0:
             raise ValueError(f"refresh_count={self.refresh_count!r} must be > 0")
         if not self.temperature >= 0:
@@ -129,17 +138,23 @@ class DecodeConfig:
             raise ValueError(f"unsupported DecodeConfig.kwargs {unknown}; supported: {list(_OPTION_KEYS)}")
 
 
+_CONFIDENCES = {"entropy": "entropy", "topk_margin": "margin"}  # decode_algo prefix -> confidence kind
+
+
 def _parse_algo(decode_algo: str) -> tuple[str, str]:
-    """``'threshold' -> ('prob', 'threshold')``, ``'entropy-fixed' -> ('entropy', 'fixed')``."""
+    """``'threshold' -> ('prob', 'threshold')``, ``'entropy-fixed' -> ('entropy', 'fixed')``,
+    ``'topk_margin-threshold' -> ('margin', 'threshold')``, ``'factor' -> ('prob', 'factor')``."""
     if isinstance(decode_algo, str):
-        for count in ("threshold", "fixed"):
+        for count in ("threshold", "fixed", "factor"):
             if decode_algo == count:
                 return "prob", count
-            if decode_algo.startswith("entropy") and decode_algo.endswith(count):
-                return "entropy", count
+            for prefix, kind in _CONFIDENCES.items():
+                if decode_algo.startswith(prefix) and decode_algo.endswith(count):
+                    return kind, count
     raise ValueError(
-        f"unknown decode_algo {decode_algo!r}; use 'threshold' or 'fixed' (optionally 'entropy-threshold' / "
-        f"'entropy-fixed' for negative-entropy confidence)"
+        f"unknown decode_algo {decode_algo!r}; use 'threshold', 'fixed' or 'factor', optionally prefixed by "
+        f"'entropy-' (negative-entropy confidence) or 'topk_margin-' (top-1 minus top-2 probability), "
+        f"e.g. 'topk_margin-threshold'"
     )
 
 
@@ -270,6 +285,8 @@ def _score_fn(config: DecodeConfig):
             conf, tok = max_probability(logits)
         if kind == "entropy":
             conf = negative_entropy(logits)
+        elif kind == "margin":
+            conf = top2_margin(logits)
         return conf, tok
 
     return score
@@ -350,6 +367,8 @@ def _decode(module, config: DecodeConfig, params, prompt, key):
         candidate = (tokens == mask) & in_window[None]
         if count_rule == "fixed":
             n = jnp.minimum(jnp.sum(candidate, axis=-1), int(config.decode_param)).astype(jnp.int32)
+        elif count_rule == "factor":
+            n = factor_count(conf, candidate, float(config.decode_param))
         else:
             n = threshold_count(conf, candidate, config.decode_param)
         chosen = top_k_mask(conf, candidate, n)

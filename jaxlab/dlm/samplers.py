@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxlab.dlm.cache import ModelCalls, bucket_widths
 from jaxlab.dlm.decoding import check_prompt, committed_positions
-from jaxlab.dlm.scoring import gumbel, probability_of, threshold_count, top_k_mask
+from jaxlab.dlm.scoring import factor_count, gumbel, probability_of, threshold_count, top_k_mask
 
 TRACE_COUNTS: collections.Counter = collections.Counter()
 _CACHES = ("none", "prefix", "dual")
@@ -66,6 +66,7 @@ class _Settings:
     mask_id: int
     cfg_scale: float = 0.0
     threshold: float | None = None
+    factor: float | None = None
     cache: str = "none"
     has_attention_mask: bool = False
 
@@ -85,7 +86,13 @@ def _check(settings: _Settings, module, prompt) -> np.ndarray:
         raise ValueError(f"remasking={s.remasking!r}; use one of {list(_REMASKING)}")
     if s.cache not in _CACHES:
         raise ValueError(f"unknown cache {s.cache!r}; use one of {list(_CACHES)}")
-    if s.cache != "none" and s.threshold is None and s.steps // num_blocks < 2:
+    if s.threshold is not None and s.factor is not None:
+        raise ValueError(
+            f"threshold={s.threshold} and factor={s.factor} are both set; the reference silently uses factor -- pass one"
+        )
+    if s.factor is not None and not s.factor > 0:
+        raise ValueError(f"factor={s.factor!r} must be > 0 (Fast-dLLM's rule commits the top-n with (n+1)(1-c_n) <= f)")
+    if s.cache != "none" and s.threshold is None and s.factor is None and s.steps // num_blocks < 2:
         raise ValueError(
             f"{s.cache}-cache decoding without a threshold needs >= 2 steps per block (got {s.steps // num_blocks}): "
             f"the reference's cached loop always takes a second step and indexes past the schedule"
@@ -211,15 +218,20 @@ def _llada(module, st: _Settings, params, prompt, prompt_mask, key):
 def fastdllm_generate(
     module, params, prompt, *, steps: int = 128, gen_length: int = 128, block_length: int = 128,
     temperature: float = 0.0, remasking: str = "low_confidence", mask_id: int = 126336,
-    threshold: float | None = None, cache: str = "none", rng: jax.Array | None = None,
+    threshold: float | None = None, factor: float | None = None, cache: str = "none", rng: jax.Array | None = None,
 ) -> GenerateResult:
     """Fast-dLLM's block decoding (``cache`` = 'none' | 'prefix' | 'dual'); returns ``GenerateResult``.
+
+    Commit rule per call: the ``steps`` schedule, or ``threshold`` (top-1 plus every other >= it), or
+    ``factor`` (``get_transfer_index_dynamic``: the top-n with ``(n + 1)(1 - c_n) <= factor``, see
+    ``jaxlab.dlm.scoring.factor_count``); ``threshold`` and ``factor`` are exclusive.
 
     The reference allocates a batch of one; here every row of ``prompt [B, P]`` decodes in the same
     calls and a block ends when no row has a mask left in it (identical for B = 1).
     """
     settings = _Settings(steps, gen_length, block_length, float(temperature), remasking, mask_id,
-                         threshold=None if threshold is None else float(threshold), cache=cache)
+                         threshold=None if threshold is None else float(threshold),
+                         factor=None if factor is None else float(factor), cache=cache)
     prompt = _check(settings, module, prompt)
     if (temperature > 0 or remasking == "random") and rng is None:
         raise ValueError("temperature > 0 or remasking='random' draws random numbers: pass rng=jax.random.key(...)")
@@ -274,7 +286,9 @@ def _fastdllm(module, st: _Settings, params, prompt, key):
                 lambda: calls.refresh(x, s["cache"], sub),
             )
         eligible = (x == st.mask_id) & (pos[None] < end)
-        if st.threshold is None:
+        if st.factor is not None:
+            k = factor_count(conf, eligible, st.factor)
+        elif st.threshold is None:
             k = (counts // per_block + (i < counts % per_block)).astype(jnp.int32)
         else:
             k = threshold_count(conf, eligible, st.threshold)

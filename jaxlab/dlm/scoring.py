@@ -96,3 +96,35 @@ def threshold_count(scores: jax.Array, eligible: jax.Array, threshold: float) ->
     """``max(#eligible with score >= threshold, 1 if any eligible)`` per row (int32 ``[B]``)."""
     above = jnp.sum(eligible & (scores >= threshold), axis=-1)
     return jnp.maximum(above, jnp.any(eligible, axis=-1)).astype(jnp.int32)
+
+
+def top2_margin(logits: jax.Array) -> jax.Array:
+    """DCD's ``topk_margin`` confidence: ``p_(1) - p_(2)`` (largest minus second softmax probability), float32.
+
+    DCD's ``sample_tokens`` (``margin_confidence=True``) writes ``sorted_probs[:, 0] - sorted_probs[:, 1]``,
+    copied from Dream's sampler where ``probs`` is ``[N, V]``; on DCD's ``[B, W, V]`` window logits that
+    indexes window positions, not ranks (a shape error or garbage). This is the intended per-token margin.
+    """
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    top2 = jax.lax.top_k(probs, 2)[0]
+    return top2[..., 0] - top2[..., 1]
+
+
+def factor_count(scores: jax.Array, eligible: jax.Array, factor: float) -> jax.Array:
+    """Fast-dLLM's factor rule (``get_transfer_index_dynamic``): how many to commit per row (int32 ``[B]``).
+
+    With the eligible scores sorted, ``c_1 >= c_2 >= ...``, the ``n``-th passes when
+    ``c_n >= 1 - factor / (n + 1)`` (i.e. ``(n + 1)(1 - c_n) <= factor``; the first always passes), and
+    the count is the number of leading passes: the largest ``n`` with ``(n+1)(1 - c_n) <= f``, since
+    ``(n+1)(1 - c_n)`` grows with ``n``. Reference quirk kept: when the first failure is the *last*
+    eligible position, the reference's loop (``if top_i == len - 1: top_i += 1``) commits all of them.
+    Zero eligible positions -> 0 (the reference would raise).
+    """
+    s = jnp.where(eligible, scores.astype(jnp.float32), NEG_INF)
+    ordered = -jnp.sort(-s, axis=-1)
+    m = jnp.sum(eligible, axis=-1).astype(jnp.int32)
+    n = jnp.arange(s.shape[-1], dtype=jnp.int32)
+    thresh = jnp.where(n == 0, -1.0, 1.0 - factor / (n + 2.0).astype(jnp.float32))
+    fail = (ordered < thresh) & (n[None] < m[:, None])
+    first_fail = jnp.min(jnp.where(fail, n[None], m[:, None]), axis=-1)
+    return jnp.where(first_fail >= m - 1, m, first_fail).astype(jnp.int32)

@@ -61,6 +61,21 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
+def oracle_factor_count(sorted_conf, factor):
+    """Fast-dLLM ``get_transfer_index_dynamic``'s loop, literally: how many of ``sorted_conf`` (descending) to commit."""
+    if not len(sorted_conf):
+        return 0  # the reference raises here; the batched decoders commit nothing in such a row
+    threshs = [1 - factor / (n + 1) for n in range(1, len(sorted_conf) + 1)]
+    threshs[0] = -1
+    top_i = 0
+    for top_i in range(len(threshs)):
+        if sorted_conf[top_i] < threshs[top_i]:
+            break
+    if top_i == 0 or top_i == len(threshs) - 1:
+        top_i += 1
+    return top_i
+
+
 def oracle_decode(module, params, prompt, cfg):
     """Returns ``(tokens, trace)`` with trace keys window / forward_length / pass_cache / num_committed / commit_step."""
     model = _Model(module, params)
@@ -99,9 +114,14 @@ def oracle_decode(module, params, prompt, cfg):
         logits[..., mask] = -np.inf
         probs = _softmax(logits.astype(np.float32))
         conf, tok = probs.max(-1), probs.argmax(-1)
+        if cfg.decode_algo.startswith("topk_margin"):
+            top2 = np.sort(probs, -1)[..., ::-1]
+            conf = top2[..., 0] - top2[..., 1]
         cand = tokens[:, left:right] == mask
-        if cfg.decode_algo == "fixed":
+        if cfg.decode_algo.endswith("fixed"):
             n = np.minimum(cand.sum(1), int(cfg.decode_param))
+        elif cfg.decode_algo.endswith("factor"):
+            n = np.array([oracle_factor_count(np.sort(conf[i][cand[i]])[::-1], cfg.decode_param) for i in range(batch)])
         else:
             n = np.maximum((cand & (conf >= cfg.decode_param)).sum(1), cand.any(1))
         total = 0
@@ -150,7 +170,7 @@ def oracle_decode(module, params, prompt, cfg):
     return tokens, trace
 
 
-def oracle_fastdllm(module, params, prompt, *, steps, gen_length, block_length, mask_id, threshold, cache):
+def oracle_fastdllm(module, params, prompt, *, steps, gen_length, block_length, mask_id, threshold, cache, factor=None):
     """Fast-dLLM's ``generate`` / ``generate_with_prefix_cache`` / ``generate_with_dual_cache`` (SPEC section 5).
 
     Returns ``(x, trace)``; trace: num_forward, commit_step, num_committed [nfe, B], cached_call, recomputed_range.
@@ -176,7 +196,10 @@ def oracle_fastdllm(module, params, prompt, *, steps, gen_length, block_length, 
         counts = []
         for row in range(batch):
             scores = np.where(eligible[row], conf[row], -np.inf)
-            k = int(eligible[row].sum()) if threshold is not None else int(schedule[row, i])
+            if factor is not None:
+                k = oracle_factor_count(np.sort(conf[row][eligible[row]])[::-1], factor)
+            else:
+                k = int(eligible[row].sum()) if threshold is not None else int(schedule[row, i])
             order = np.argsort(-scores, kind="stable")[:k]
             if threshold is not None:
                 order = order[[0 == j or scores[o] >= threshold for j, o in enumerate(order)]]
@@ -213,3 +236,31 @@ def oracle_fastdllm(module, params, prompt, *, steps, gen_length, block_length, 
     trace = {k: np.asarray(v) for k, v in trace.items()}
     trace.update(num_forward=nfe, commit_step=commit_step)
     return x, trace
+
+
+def oracle_mdlm(module, params, prompt, *, steps, gen_length, temperature, mask_id, rng):
+    """The MDLM ancestral sampler on the log-linear schedule, one row and one step at a time.
+
+    No remasking code at all: a masked position is unmasked with probability ``(t - s) / t``
+    (``= (alpha_s - alpha_t) / (1 - alpha_t)``), a committed one is kept. Random numbers come from
+    ``remdm_draws`` with the row's key, so ReMDM with ``sigma = 0`` must reproduce it exactly.
+    """
+    from jaxlab.dlm.remasking import remdm_draws
+
+    model = _Model(module, params)
+    prompt = np.asarray(prompt)
+    batch, p = prompt.shape
+    x = np.full((batch, p + gen_length), mask_id, np.int64)
+    x[:, :p] = prompt
+    t = 1 - np.arange(steps + 1) / steps
+    for i in range(steps):
+        logits = model.full(jnp.asarray(x, jnp.int32)).astype(np.float32)
+        logits[..., mask_id] = -np.inf
+        alpha_t, alpha_s = np.float32(1 - t[i]), np.float32(1 - t[i + 1])
+        for b in range(batch):
+            g, u = map(np.asarray, remdm_draws(jax.random.fold_in(rng, b), i, p, gen_length, logits.shape[-1]))
+            tok = np.argmax(logits[b] / np.float32(temperature) + g, -1)
+            prob = np.float32((alpha_s - alpha_t) / (np.float32(1) - alpha_t))
+            unmask = (x[b] == mask_id) & (np.arange(x.shape[1]) >= p) & (u < prob)
+            x[b, unmask] = tok[unmask]
+    return x

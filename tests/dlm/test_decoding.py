@@ -4,6 +4,8 @@ The plain-loop oracles in ``tests/dlm/oracles.py`` restate the reference control
 themselves checked against every golden decoding case first.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,9 +14,9 @@ import pytest
 from jaxlab.convert import from_torch
 from jaxlab.dlm import DecodeConfig, decode, fastdllm_generate, make_decoder
 from jaxlab.dlm import decoding
-from jaxlab.dlm.scoring import exponential_full_range, gumbel, top_k_mask, top_p_logits
+from jaxlab.dlm.scoring import exponential_full_range, factor_count, gumbel, top_k_mask, top_p_logits
 from tests.conftest import GoldenCase
-from tests.dlm.oracles import oracle_decode, oracle_fastdllm
+from tests.dlm.oracles import oracle_decode, oracle_factor_count, oracle_fastdllm
 
 CASE = GoldenCase("dlm", "dcd_sliding_threshold")
 # eos_id=18 is the token this model proposes most often, so EOS appears mid-sequence.
@@ -110,7 +112,7 @@ def test_decoder_compiles_once_per_configuration(model):
         (PROMPT, {"window_type": "static", "block_size": 33}, "block_size=33 is larger than generate_length=32"),
         (PROMPT, {"cache_type": "triple"}, "unknown cache_type 'triple'"),
         (PROMPT, {"cache_type": "none-delay2"}, "unknown cache_type 'none-delay2'"),
-        (PROMPT, {"decode_algo": "factor"}, "unknown decode_algo 'factor'"),
+        (PROMPT, {"decode_algo": "greedy"}, "unknown decode_algo 'greedy'"),
         (PROMPT, {"window_type": "block"}, "window_type='block'"),
         (PROMPT, {"decode_algo": "fixed", "decode_param": 0.5}, "positive integer decode_param"),
         (PROMPT, {"kwargs": {"top_q": 0.5}}, "unsupported DecodeConfig.kwargs ['top_q']"),
@@ -168,3 +170,58 @@ def test_top_p_keeps_the_smallest_prefix_reaching_p():
     logits = jnp.log(jnp.array([[0.15, 0.5, 0.05, 0.3]]))
     kept = np.asarray(top_p_logits(logits, 0.7)) > -1e30
     np.testing.assert_array_equal(kept, [[False, True, False, True]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast-dLLM's factor rule and DCD's topk_margin confidence
+
+
+@pytest.mark.parametrize("cache", ["none", "dual"])
+def test_fastdllm_factor_rule_matches_oracle(model, cache):
+    kw = dict(steps=3, gen_length=24, block_length=8, mask_id=62, threshold=None, factor=1.5)
+    result = fastdllm_generate(*model, PROMPT[:1], cache=cache, **kw)
+    x, trace = oracle_fastdllm(*model, PROMPT[:1], cache=cache, **kw)
+    np.testing.assert_array_equal(result.tokens, x)
+    assert result.num_forward == trace["num_forward"]
+    for key in ("commit_step", "num_committed", "cached_call"):
+        np.testing.assert_array_equal(getattr(result, key), trace[key], err_msg=key)
+    assert (result.num_committed > 1).any()  # the rule commits several tokens in some call
+
+
+@pytest.mark.parametrize(
+    "algo,param,window,cache",
+    [("factor", 2.0, "sliding", "none"), ("factor", 0.6, "static", "dual"), ("topk_margin-threshold", 0.3, "sliding", "prefix-delay1"),
+     ("topk_margin-fixed", 2, "static", "none")],
+)
+def test_dcd_factor_and_topk_margin_match_oracle(model, algo, param, window, cache):
+    config = DecodeConfig(window_type=window, generate_length=20, initial_window_length=6, block_size=6, decode_algo=algo,
+                          decode_param=param, cache_type=cache, refresh_count=3, **IDS)
+    result = _assert_same_as_oracle(model, PROMPT[:, :4], config)
+    if algo.startswith("topk_margin"):  # the recorded confidence is the margin, not the max probability
+        conf = result.commit_conf[result.commit_step >= 0]
+        assert conf.min() >= 0 and conf.max() <= 1
+        max_prob = decode(*model, PROMPT[:, :4], dataclasses.replace(config, decode_algo=algo.split("-")[1]))
+        assert not np.allclose(max_prob.commit_conf, result.commit_conf)
+
+
+def test_factor_count_on_hand_made_scores():
+    # f = 1: pass iff (n + 1)(1 - c_n) <= 1. Sorted 0.99, 0.7 (3*0.3 = 0.9 ok), 0.6 (4*0.4 = 1.6 fail), 0.5.
+    scores = jnp.array([[0.6, 0.99, 0.5, 0.7], [0.3, 0.2, 0.1, 0.0], [0.99, 0.98, 0.1, 0.0]])
+    eligible = jnp.array([[True] * 4, [True] * 4, [True, True, True, False]])
+    got = np.asarray(factor_count(scores, eligible, 1.0))
+    # row 2: 0.99, 0.98 pass, the last eligible (0.1) fails -> the reference's quirk commits all 3.
+    np.testing.assert_array_equal(got, [2, 1, 3])
+    for row in range(3):
+        s = np.sort(np.asarray(scores[row])[np.asarray(eligible[row])])[::-1]
+        assert got[row] == oracle_factor_count(s, 1.0)
+    assert int(factor_count(scores, jnp.zeros_like(eligible), 1.0)[0]) == 0
+
+
+def test_factor_and_margin_bad_input(model):
+    with pytest.raises(ValueError, match="both set"):
+        fastdllm_generate(*model, PROMPT[:1], steps=3, gen_length=24, block_length=8, mask_id=62, threshold=0.9, factor=1.0)
+    with pytest.raises(ValueError, match="factor=0.0 must be > 0"):
+        fastdllm_generate(*model, PROMPT[:1], steps=3, gen_length=24, block_length=8, mask_id=62, factor=0.0)
+    with pytest.raises(ValueError, match="decode_param = factor f > 0"):
+        decode(*model, PROMPT, DecodeConfig(generate_length=16, initial_window_length=4, decode_algo="factor",
+                                            decode_param=-1.0, **IDS))
