@@ -66,3 +66,7 @@ def lm_tokenizer() -> None:
 
 def lvlm_eval() -> None:
     _run("lvlm_eval", resolve_config=False)
+
+
+def generate() -> None:
+    _run("generate", resolve_config=False)
