@@ -7,7 +7,7 @@ import pytest
 
 from jaxlab.data.text_tasks import SPLIT_SEEDS
 from jaxlab.dlm.pretrained import load_checkpoint
-from launch.generate import encode_prompt, run
+from jaxlab.dlm.text_generation import encode_prompt, run
 
 
 def test_sudoku_text_in_text_out_replays_the_commits():
