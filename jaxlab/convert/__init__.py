@@ -10,13 +10,14 @@ tree for ``module.apply({"params": params}, ...)``. Torch itself is never needed
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jaxlab.convert import dic, dit, llada, udit
+from jaxlab.convert import dic, dit, inception, llada, udit
 
 _CONVERTERS: dict[str, Callable[..., tuple[Any, dict]]] = {
     "dit": dit.convert,
     "llada": llada.convert,
     "dic": dic.convert,
     "udit": udit.convert,
+    "inception_fid": inception.convert,
 }
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxlab.models import dic, dit, dlm, udit
+from jaxlab.models import dic, dit, dlm, inception_fid, udit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +22,9 @@ FAMILIES: dict[str, Family] = {
     "llada": Family("llada", dlm.LLaDA, dlm.LLaDAConfig, dlm.PRESETS),
     "dic": Family("dic", dic.DiC, dic.DiCConfig, dic.PRESETS),
     "udit": Family("udit", udit.UDiT, udit.UDiTConfig, udit.PRESETS),
+    "inception_fid": Family(
+        "inception_fid", inception_fid.InceptionV3FID, inception_fid.InceptionConfig, inception_fid.PRESETS
+    ),
 }
 
 
