@@ -107,8 +107,21 @@ def check_sample_count(num_samples: int, dim: int = FID_MIN_SAMPLES, *, force: b
 # ----------------------------------------------------------------------------- Fréchet distance
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """ADM's ``FIDStatistics.frechet_distance`` (float64; see the module docstring)."""
+FID_METHODS = ("sqrtm", "eigh")
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6, method: str = "sqrtm") -> float:
+    """ADM's ``FIDStatistics.frechet_distance`` (float64; see the module docstring).
+
+    ``method="sqrtm"`` is ADM's (``scipy.linalg.sqrtm`` of ``sigma1 @ sigma2``, eps offset,
+    complex-part check). ``"eigh"`` computes the same trace from symmetric eigendecompositions:
+    ``tr sqrt(S1 S2) = sum sqrt(eig(S1^1/2 S2 S1^1/2))`` (exact for covariance matrices, whose
+    product has real non-negative eigenvalues); it is several times faster at 2048 dimensions
+    on CPU and never complex, and agrees with ``sqrtm`` to float64 round-off on well-conditioned
+    statistics. Report which one was used.
+    """
+    if method not in FID_METHODS:
+        raise ValueError(f"method={method!r}; use one of {FID_METHODS}")
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
@@ -116,7 +129,17 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
             f"statistics of different feature widths: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs "
             f"{sigma2.shape}; both sides must come from the same feature network and layer"
         )
+    if not (np.isfinite(sigma1).all() and np.isfinite(sigma2).all() and np.isfinite(mu1).all() and np.isfinite(mu2).all()):
+        raise FIDError("the statistics contain NaN or inf; the features were not finite")
     diff = mu1 - mu2
+    tr_covmean = _trace_sqrt_product_eigh(sigma1, sigma2) if method == "eigh" else _trace_sqrt_product_sqrtm(sigma1, sigma2, eps)
+    value = float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
+    if not np.isfinite(value):
+        raise FIDError(f"the Fréchet distance is not finite ({value}); the statistics contain NaN or inf")
+    return value
+
+
+def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float) -> float:
     covmean = linalg.sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
         warnings.warn(f"fid calculation produces singular product; adding {eps} to diagonal of cov estimates")
@@ -129,10 +152,15 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
                 f"covariances are (nearly) singular; use more samples"
             )
         covmean = covmean.real
-    value = float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
-    if not np.isfinite(value):
-        raise FIDError(f"the Fréchet distance is not finite ({value}); the statistics contain NaN or inf")
-    return value
+    return float(np.trace(covmean))
+
+
+def _trace_sqrt_product_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = root1 @ sigma2 @ root1
+    eig = np.linalg.eigvalsh((inner + inner.T) / 2)
+    return float(np.sqrt(np.clip(eig, 0, None)).sum())
 
 
 # ----------------------------------------------------------------------------- Inception Score

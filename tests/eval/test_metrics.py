@@ -50,6 +50,9 @@ def test_frechet_distance_matches_closed_forms():
     expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.sum(np.sqrt(eig))
     assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-8)
     assert metrics.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-8)
+    assert metrics.frechet_distance(mu1, s1, mu2, s2, method="eigh") == pytest.approx(expected, rel=1e-10)
+    with pytest.raises(ValueError, match="method='svd'"):
+        metrics.frechet_distance(mu1, s1, mu2, s2, method="svd")
 
 
 def test_frechet_distance_singular_covariances_use_the_eps_offset():
@@ -59,6 +62,7 @@ def test_frechet_distance_singular_covariances_use_the_eps_offset():
     s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
     value = metrics.frechet_distance(x.mean(0), s1, y.mean(0), s2)
     assert np.isfinite(value) and value > 0
+    assert metrics.frechet_distance(x.mean(0), s1, y.mean(0), s2, method="eigh") == pytest.approx(value, rel=1e-4)
     with pytest.raises(ValueError, match="different feature widths"):
         metrics.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
 

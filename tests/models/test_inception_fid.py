@@ -104,3 +104,20 @@ def test_module_rejects_wrong_image_size():
     module = InceptionV3FID(InceptionConfig())
     with pytest.raises(ValueError, match="299x299"):
         jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 256, 256, 3))))
+
+
+def test_batched_features_take_uint8_through_the_adm_input_path(converted):
+    from jaxlab.eval.inception import InceptionFeatures, adm_inception_input
+    from jaxlab.eval.metrics import softmax
+
+    _, module, params = converted
+    images = np.random.default_rng(2).integers(0, 256, size=(3, 32, 32, 3)).astype(np.uint8)
+    feats = InceptionFeatures(module, params, batch_size=2)(images)  # two batches, the last one padded
+    direct = jax.jit(lambda p, x: module.apply({"params": p}, adm_inception_input(x)))(params, images)
+    assert feats["pool3"].shape == (3, 2048) and feats["spatial"].shape == (3, 17 * 17 * 7)
+    np.testing.assert_allclose(feats["pool3"], direct["pool3"], rtol=1e-4, atol=1e-4)
+    spatial = np.asarray(direct["spatial"])[..., :7].reshape(3, -1)  # ADM: mixed_6/conv[..., :7], NHWC-flattened
+    np.testing.assert_allclose(feats["spatial"], spatial, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(feats["probs"], softmax(np.asarray(direct["logits_nobias"])), rtol=1e-3, atol=1e-7)
+    with pytest.raises(ValueError, match="uint8"):
+        InceptionFeatures(module, params)(images.astype(np.float32))
