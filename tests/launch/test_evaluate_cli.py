@@ -75,3 +75,15 @@ def test_bad_input_fails_before_the_network(files, extra, message):
     proc = _run(*flags, check=False)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
     assert not (tmp / "bad.json").exists()
+
+
+def test_digits_metric_of_real_digits(tmp_path):
+    from jaxlab.data.digits import load_digits
+    from jaxlab.eval.digits_features import split_indices
+
+    images = load_digits(16)[0][split_indices()[1][:200]]
+    np.savez(tmp_path / "samples.npz", samples=images, labels=np.zeros(len(images), np.int32))
+    proc = _run("--digits", f"--samples={tmp_path / 'samples.npz'}", "--cfg_scale=4")
+    report = json.loads((tmp_path / "samples.eval.json").read_text())
+    assert "digits_fid=" in proc.stdout and 0 < report["digits_fid"] < 15
+    assert report["num_samples"] == 200 and report["cfg_scale"] == 4.0 and report["resolution"] == [16, 16]
