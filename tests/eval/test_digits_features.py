@@ -7,7 +7,13 @@ import pytest
 from jaxlab.data.digits import load_digits
 from jaxlab.eval import digits_features as df
 
-jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(autouse=True)
+def _strict_rank_promotion():
+    """Implicit rank promotion is an error in these tests (scoped: other modules keep the default)."""
+    with jax.numpy_rank_promotion("raise"):
+        yield
 
 
 @pytest.fixture(scope="module")

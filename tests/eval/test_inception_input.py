@@ -8,7 +8,13 @@ import torch
 
 from jaxlab.eval import inception
 
-jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(autouse=True)
+def _strict_rank_promotion():
+    """Implicit rank promotion is an error in these tests (scoped: other modules keep the default)."""
+    with jax.numpy_rank_promotion("raise"):
+        yield
 
 
 def _tf1_resize_loop(img, out_h, out_w):

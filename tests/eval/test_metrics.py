@@ -7,7 +7,13 @@ from scipy import stats
 
 from jaxlab.eval import metrics
 
-jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(autouse=True)
+def _strict_rank_promotion():
+    """Implicit rank promotion is an error in these tests (scoped: other modules keep the default)."""
+    with jax.numpy_rank_promotion("raise"):
+        yield
 
 
 def _random_stats(rng, n, d, scale=1.0):

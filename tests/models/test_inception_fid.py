@@ -15,7 +15,13 @@ from jaxlab.convert import from_torch
 from jaxlab.models.inception_fid import InceptionConfig, InceptionV3FID
 from tests.conftest import GoldenCase, nchw_to_nhwc, nhwc_to_nchw
 
-jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(autouse=True)
+def _strict_rank_promotion():
+    """Implicit rank promotion is an error in these tests (scoped: other modules keep the default)."""
+    with jax.numpy_rank_promotion("raise"):
+        yield
 
 CASE = GoldenCase("fid", "inception_fid_forward")
 TOL = CASE.meta["tolerance_per_output"]  # per output only (the case has no global "tolerance")
