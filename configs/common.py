@@ -159,3 +159,7 @@ def digits_recipe(config: ml_collections.ConfigDict, num_steps: int = 4000) -> N
         sampler="ddim", num_steps=50, cfg_scale=4.0, classes=tuple(range(10)), num_samples=40, batch_size=40,
         latent=False, clip_denoised=True,
     )
+    # In-training digits FID (jaxlab.eval.train_eval): off until every_steps > 0.
+    config.evals = ml_collections.ConfigDict(
+        dict(fid=dict(every_steps=0, num_samples=500, batch_size=250, kind="digits"))
+    )

@@ -70,3 +70,7 @@ def lvlm_eval() -> None:
 
 def generate() -> None:
     _run("generate", resolve_config=False)
+
+
+def evaluate() -> None:
+    _run("evaluate", resolve_config=False)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from jaxlab.convert import dic, dit, ipt, llada, lm, lvlm, udit, vae
+from jaxlab.convert import dic, dit, inception, ipt, llada, lm, lvlm, udit, vae
 
 _CONVERTERS: dict[str, Callable[..., tuple[Any, dict]]] = {
     "dit": dit.convert,
@@ -24,6 +24,7 @@ _CONVERTERS: dict[str, Callable[..., tuple[Any, dict]]] = {
     "dijiang": partial(lm.convert, "dijiang"),
     "ipt": ipt.convert,
     "lvlm": lvlm.convert,
+    "inception_fid": inception.convert,
 }
 
 

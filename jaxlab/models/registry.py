@@ -6,7 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxlab.models import dic, dit, dlm, ipt, lm, lvlm, udit, vae
+from jaxlab.models import dic, dit, dlm, inception_fid, ipt, lm, lvlm, udit, vae
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +28,9 @@ FAMILIES: dict[str, Family] = {
     **{name: Family(name, lm.CausalLM, lm.LMConfig, lm.PRESETS) for name in ("gpt_neox", "llama", "dijiang")},
     "ipt": Family("ipt", ipt.IPT, ipt.IPTConfig, ipt.PRESETS),
     "lvlm": Family("lvlm", lvlm.LVLM, lvlm.LVLMConfig, lvlm.PRESETS),
+    "inception_fid": Family(
+        "inception_fid", inception_fid.InceptionV3FID, inception_fid.InceptionConfig, inception_fid.PRESETS
+    ),
 }
 
 

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from jaxlab.data import make_train_data
+from jaxlab.eval.train_eval import make_fid_evaluator
 from jaxlab.train import perf
 from jaxlab.train import run_config
 from jaxlab.train import sharding as sh
@@ -157,6 +158,7 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
         last_metrics: dict[str, float] = {}
         stopped = False
         sampler = _make_sampler(task, mesh) if int(config.logging.sample_every_steps) > 0 else None
+        fid_eval = make_fid_evaluator(config, task, mesh)  # config.evals.fid; None when off
         if step >= num_steps:
             _say(f"already trained to step {step} >= num_steps={num_steps}; nothing to do", is_main)
             return RunResult(state, step, False, {}, grids)
@@ -208,6 +210,10 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
                 last_saved = step
             if sampler is not None and (step % sample_every == 0 or step == num_steps):
                 grids.append(_write_grid(sampler, state, step, task, workdir_, is_main, writer))
+            if fid_eval is not None and fid_eval.due(step, num_steps):
+                writer.write(step, fid_eval(state.ema_params))
+                writer.flush()
+                window.restart_clock()
             if save_now or (sampler is not None and step % sample_every == 0):
                 window.restart_clock()
             if stop_requested:
