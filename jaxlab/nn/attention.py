@@ -46,6 +46,11 @@ def dot_product_attention(
       cannot take the shapes or the mask it logs one line and that platform runs the XLA path.
     - CPU and others: ``xla_attention``.
 
+    Autodiff: reverse mode uses the kernels' backward kernels; forward mode (``jax.jvp``) works
+    everywhere; second derivatives (``jax.hessian``) need ``implementation="xla"`` where a kernel
+    applies (the Pallas kernels define first-order VJPs only, and every platform's branch is
+    differentiated, also on CPU).
+
     Where the kernels and the XLA path differ: a query that sees no key at all (all its keys
     masked) gets the mean of all values from the XLA path; the kernels return another value for
     such rows when ``is_causal`` is combined with a key padding mask (an example whose keys are
