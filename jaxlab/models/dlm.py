@@ -178,7 +178,10 @@ class LLaDA(nn.Module):
             self.blocks = [block(cfg, name=f"blocks_{i}") for i in range(cfg.n_layers)]
         self.ln_f = RMSNorm(cfg.rms_norm_eps, dtype)
         if not cfg.weight_tying:
-            self.ff_out = dense(cfg.embedding_size, ("embed", "vocab"), use_bias=False, kernel_init=init, dtype=dtype)
+            self.ff_out = dense(
+                cfg.embedding_size, ("embed", "vocab"), use_bias=False, kernel_init=init, dtype=dtype,
+                output_dtype=jnp.float32,
+            )
 
     def __call__(
         self,
@@ -212,6 +215,10 @@ class LLaDA(nn.Module):
                     new_cache = KVCache(new_cache.k.at[i].set(layer[0]), new_cache.v.at[i].set(layer[1]))
         x = self.ln_f(x)
         self.sow("intermediates", "final_norm_out", x)
-        logits = self.wte.attend(x) if cfg.weight_tying else self.ff_out(x)
-        logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+        if cfg.weight_tying:  # the head's product in the compute dtype, accumulated and returned in float32
+            table = self.wte.embedding.astype(x.dtype)
+            logits_BTV = jnp.einsum("btd,vd->btv", x, table, preferred_element_type=jnp.float32)
+        else:
+            logits_BTV = self.ff_out(x)
+        logits = nn.with_logical_constraint(logits_BTV, ("batch", "length", "vocab"))
         return logits if cache is None else (logits, new_cache)
