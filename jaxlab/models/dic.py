@@ -22,6 +22,7 @@ import numpy as np
 from jaxlab.models.common import (
     ModelConfig,
     check_labels,
+    check_cfg_channels,
     forward_with_cfg,
     remat_policy,
 )
@@ -59,6 +60,7 @@ class DiCConfig(ModelConfig):
     class_dropout_prob: float = 0.1
     num_classes: int = 1000
     learn_sigma: bool = True
+    cfg_channels: int = 0  # output channels classifier-free guidance acts on; 0: common.guided_channels
     blockconfig: int = 0
     affinef: int = 3
     actfunc: str = "gelu"
@@ -82,6 +84,7 @@ class DiCConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
+        check_cfg_channels(self)
         self._validate_lists()
         _check_in("blockconfig", self.blockconfig, (0, 1))
         _check_in("affinef", self.affinef, (2, 3))

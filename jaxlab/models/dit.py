@@ -14,6 +14,7 @@ import numpy as np
 from jaxlab.models.common import (
     ModelConfig,
     check_labels,
+    check_cfg_channels,
     forward_with_cfg,
     remat_policy,
     unpatchify,
@@ -52,12 +53,14 @@ class DiTConfig(ModelConfig):
     class_dropout_prob: float = 0.1
     num_classes: int = 1000
     learn_sigma: bool = True
+    cfg_channels: int = 0  # output channels classifier-free guidance acts on; 0: common.guided_channels
     dtype: str = "float32"
     remat: str = "none"
     scan_blocks: bool = False
 
     def validate(self) -> None:
         super().validate()
+        check_cfg_channels(self)
         if self.input_size % self.patch_size:
             raise ValueError(
                 f"input_size={self.input_size} is not divisible by patch_size={self.patch_size}; "

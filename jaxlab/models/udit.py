@@ -21,6 +21,7 @@ import numpy as np
 from jaxlab.models.common import (
     ModelConfig,
     check_labels,
+    check_cfg_channels,
     forward_with_cfg,
     remat_policy,
 )
@@ -88,6 +89,7 @@ class UDiTConfig(ModelConfig):
     class_dropout_prob: float = 0.1
     num_classes: int = 1000
     learn_sigma: bool = True
+    cfg_channels: int = 0  # output channels classifier-free guidance acts on; 0: common.guided_channels
     rep: bool = True
     ffn_type: str = "rep"
     attn_type: str | None = None
@@ -112,6 +114,7 @@ class UDiTConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
+        check_cfg_channels(self)
         if not (isinstance(self.depth, tuple) and len(self.depth) == 5 and all(_is_int(d) and d >= 0 for d in self.depth)):
             raise ValueError(f"depth must be 5 non-negative ints [enc1, enc2, latent, dec2, dec1], got {self.depth!r}")
         factors = self.down_factor if isinstance(self.down_factor, tuple) else (self.down_factor,) * 5
