@@ -4,6 +4,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +21,31 @@ def remat_policy(name: str):
     if policy is None:
         raise ValueError(f"unknown remat policy {name!r}; use 'none', 'full' or a jax.checkpoint_policies name")
     return policy
+
+
+def maybe_remat(cls, remat: str, **remat_kwargs):
+    """``cls`` itself for ``remat="none"``, else ``nn.remat(cls)`` with ``remat_policy(remat)``.
+
+    ``remat_kwargs`` go to ``nn.remat`` (e.g. ``static_argnums`` for a static ``train`` flag).
+    """
+    if remat == "none":
+        return cls
+    return nn.remat(cls, policy=remat_policy(remat), **remat_kwargs)
+
+
+def scan_blocks(cls, length: int, in_axes=nn.broadcast):
+    """``nn.scan`` over ``length`` copies of ``cls`` (a ``(carry, *xs) -> (carry, ys)`` module):
+    parameters stacked on a leading ``"layers"`` axis, each layer initialised with its own rng.
+    ``in_axes`` says which extra inputs are broadcast (``nn.broadcast``) or scanned (0)."""
+    return nn.scan(
+        cls,
+        variable_axes={"params": 0},
+        variable_broadcast=False,
+        split_rngs={"params": True},
+        in_axes=in_axes,
+        length=length,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
 
 
 @dataclasses.dataclass(frozen=True)

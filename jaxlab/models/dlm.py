@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxlab.models.common import ModelConfig, remat_policy
+from jaxlab.models.common import ModelConfig, maybe_remat, scan_blocks
 from jaxlab.nn import GatedMlp, KVCache, RMSNorm, RotaryAttention, init_kv_cache
 from jaxlab.nn.linear import dense, logical_init
 
@@ -130,12 +130,8 @@ class _ScannedBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, mask, cache, offset, write_mask):
-        block = _maybe_remat(LLaDABlock, self.config.remat)
+        block = maybe_remat(LLaDABlock, self.config.remat)
         return block(self.config, name="block")(x, positions, mask, cache, offset, write_mask)
-
-
-def _maybe_remat(cls, remat: str):
-    return cls if remat == "none" else nn.remat(cls, policy=remat_policy(remat))
 
 
 class LLaDA(nn.Module):
@@ -164,17 +160,10 @@ class LLaDA(nn.Module):
             embedding_init=logical_init(init, ("vocab", "embed")),
         )
         if cfg.scan_blocks:
-            self.blocks = nn.scan(
-                _ScannedBlock,
-                variable_axes={"params": 0},
-                variable_broadcast=False,
-                split_rngs={"params": True},
-                in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast),
-                length=cfg.n_layers,
-                metadata_params={nn.PARTITION_NAME: "layers"},
-            )(cfg)
+            in_axes = (nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast)  # the cache is per layer
+            self.blocks = scan_blocks(_ScannedBlock, cfg.n_layers, in_axes)(cfg)
         else:
-            block = _maybe_remat(LLaDABlock, cfg.remat)
+            block = maybe_remat(LLaDABlock, cfg.remat)
             self.blocks = [block(cfg, name=f"blocks_{i}") for i in range(cfg.n_layers)]
         self.ln_f = RMSNorm(cfg.rms_norm_eps, dtype)
         if not cfg.weight_tying:

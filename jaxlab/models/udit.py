@@ -20,10 +20,10 @@ import numpy as np
 
 from jaxlab.models.common import (
     ModelConfig,
-    check_labels,
     check_cfg_channels,
+    check_labels,
     forward_with_cfg,
-    remat_policy,
+    maybe_remat,
 )
 from jaxlab.nn import (
     AdaLNModulation,
@@ -434,7 +434,7 @@ class UDiT(nn.Module):
             LabelEmbedder(cfg.num_classes, c * m, cfg.class_dropout_prob, dtype=dtype, name=f"y_embedder_{k}")
             for k, m in ((1, 1), (2, 2), (3, 4))
         ]
-        block_cls = UDiTBlock if cfg.remat == "none" else nn.remat(UDiTBlock, policy=remat_policy(cfg.remat))
+        block_cls = maybe_remat(UDiTBlock, cfg.remat)
         stages = []
         for stage, depth, factor in zip(STAGES, cfg.depth, cfg.down_factors):
             stages.append([
