@@ -64,8 +64,12 @@ def gpu_constraint_error(t: int, s: int, head_dim: int, key_padding: bool | None
 
 @functools.cache
 def log_fallback(kernel: str, reason: str) -> None:
-    """One log line per distinct (kernel, reason), at trace time."""
-    _log.warning("dot_product_attention: %s not used (%s); the XLA attention runs instead", kernel, reason)
+    """One log line per distinct (kernel, reason), at trace time: a warning where this process's
+    default backend is the kernel's platform, debug level elsewhere (CPU users need not read it;
+    the choice itself does not depend on the backend)."""
+    platform = "tpu" if kernel.startswith("TPU") else "gpu"
+    level = logging.WARNING if jax.default_backend() == platform else logging.DEBUG
+    _log.log(level, "dot_product_attention: %s not used (%s); the XLA attention runs instead", kernel, reason)
 
 
 def _repeat_kv(k: jax.Array, v: jax.Array, num_heads: int) -> tuple[jax.Array, jax.Array]:

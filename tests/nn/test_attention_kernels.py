@@ -117,7 +117,7 @@ def test_key_padding_mask_lowers_to_tpu_kernel_and_falls_back_on_gpu(caplog):
     q, k, v = _qkv(jnp.float32)
     mask = jnp.asarray(KEY_PADDING)[:, None, None, :]
     kernels.log_fallback.cache_clear()
-    with caplog.at_level(logging.WARNING, logger=kernels.__name__):
+    with caplog.at_level(logging.DEBUG, logger=kernels.__name__):
         fn = lambda q, k, v: dot_product_attention(q, k, v, mask=mask)  # noqa: E731
         assert "tpu_custom_call" in _lowered(fn, "tpu", q, k, v)
         assert "triton" not in _lowered(fn, "cuda", q, k, v)
@@ -127,7 +127,7 @@ def test_key_padding_mask_lowers_to_tpu_kernel_and_falls_back_on_gpu(caplog):
 def test_unsupported_shapes_fall_back_with_one_log_line(caplog):
     q, k, v = (a[:, :40] for a in _qkv(jnp.float32))  # 40 is no multiple of the 128-key block
     kernels.log_fallback.cache_clear()
-    with caplog.at_level(logging.WARNING, logger=kernels.__name__):
+    with caplog.at_level(logging.DEBUG, logger=kernels.__name__):
         for _ in range(3):
             text = _lowered(lambda q, k, v: dot_product_attention(q, k, v), "tpu", q, k, v)
     assert "tpu_custom_call" not in text
