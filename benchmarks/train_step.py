@@ -6,9 +6,10 @@
 
 One step = diffusion loss forward + backward + AdamW + EMA update, on random latents and labels
 (no input pipeline). Prints steps/s and examples/s (median over --repeats timed runs of --steps
-steps each, after compilation), the FLOPs XLA counts for one step, and the model FLOPs
-utilisation against this machine's measured float32 matmul throughput (CPU) or the device's
-datasheet bf16 peak (TPU/GPU).
+steps each, after compilation), the FLOPs XLA counts for one step (hardware FLOPs: remat recompute
+and optimizer included), and their utilisation of this machine's measured float32 matmul
+throughput (CPU) or the device's datasheet bf16 peak (TPU/GPU). Model-FLOPs MFU (no recompute)
+per dtype: ``benchmarks.accelerator_suite``.
 """
 
 import argparse
@@ -84,8 +85,9 @@ def main():
     print(f"  {result['step_ms']:.1f} ms/step = {result['steps_per_sec']:.2f} steps/s = "
           f"{result['examples_per_sec']:.1f} examples/s")
     mfu = perf.mfu(result["flops_per_device"], result["steps_per_sec"], peak)
-    print(f"  {result['gflop_per_step']:.1f} GFLOP/step (XLA count) -> "
-          f"{result['gflop_per_step'] * result['steps_per_sec']:.1f} GFLOP/s, MFU {mfu:.1%}")
+    print(f"  {result['gflop_per_step']:.1f} GFLOP/step (XLA count: hardware FLOPs, remat recompute and optimizer "
+          f"included) -> {result['gflop_per_step'] * result['steps_per_sec']:.1f} GFLOP/s, hardware FLOPs "
+          f"utilisation {mfu:.1%} (model-FLOPs MFU: benchmarks.accelerator_suite)")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ _DIGITS = {
 # The official DiC constructor arguments (DiC_default's block options) + jaxlab's dtype/remat switches.
 _MODEL = dict(
     input_size=32, in_channels=4, hidden_size=384, depth=(7, 7, 8, 7, 7), mult_channels=(1, 2, 4, 2, 1),
-    skip_stride=3, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True, blockconfig=0, affinef=3,
+    skip_stride=3, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True, cfg_channels=0, blockconfig=0, affinef=3,
     actfunc="gelu", actf=(1, 1), actinada=1, num_groups=32, min_channels=4, dropout=0.0, skip_scale=1.0,
     eps=1e-5, init_zero=0, dtype="float32", remat="none",
 )

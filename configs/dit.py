@@ -29,7 +29,7 @@ _DIGITS = {
 # The official DiT constructor arguments (its defaults) + jaxlab's dtype/remat/scan switches.
 _MODEL = dict(
     input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28, num_heads=16, mlp_ratio=4.0,
-    class_dropout_prob=0.1, num_classes=1000, learn_sigma=True, dtype="float32", remat="none", scan_blocks=False,
+    class_dropout_prob=0.1, num_classes=1000, learn_sigma=True, cfg_channels=0, dtype="float32", remat="none", scan_blocks=False,
 )
 
 

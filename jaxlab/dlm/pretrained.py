@@ -11,6 +11,7 @@ import json
 import pathlib
 
 import numpy as np
+from flax import traverse_util
 
 from jaxlab.data.text_tasks import parse_task_spec
 from jaxlab.models.registry import get_family
@@ -19,24 +20,13 @@ ASSETS = pathlib.Path(__file__).resolve().parent.parent / "assets"
 SHIPPED = {"sudoku": "dlm_sudoku.npz"}
 
 
-def _flatten(tree, prefix: str = "params") -> dict[str, np.ndarray]:
-    if isinstance(tree, dict):
-        out = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}/{key}"))
-        return out
-    return {prefix: np.asarray(tree, np.float32)}
+def _flatten(tree) -> dict[str, np.ndarray]:
+    """``{"params/<a>/<b>/...": float32 array}``."""
+    return {f"params/{k}": np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(tree, sep="/").items()}
 
 
 def _unflatten(flat: dict[str, np.ndarray]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split("/")[1:]
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return tree
+    return traverse_util.unflatten_dict({k.removeprefix("params/"): v for k, v in flat.items()}, sep="/")
 
 
 def save_checkpoint(path, family: str, model_config, params, task_spec: str, info: dict | None = None) -> pathlib.Path:

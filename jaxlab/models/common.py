@@ -5,6 +5,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +22,31 @@ def remat_policy(name: str):
     if policy is None:
         raise ValueError(f"unknown remat policy {name!r}; use 'none', 'full' or a jax.checkpoint_policies name")
     return policy
+
+
+def maybe_remat(cls, remat: str, **remat_kwargs):
+    """``cls`` itself for ``remat="none"``, else ``nn.remat(cls)`` with ``remat_policy(remat)``.
+
+    ``remat_kwargs`` go to ``nn.remat`` (e.g. ``static_argnums`` for a static ``train`` flag).
+    """
+    if remat == "none":
+        return cls
+    return nn.remat(cls, policy=remat_policy(remat), **remat_kwargs)
+
+
+def scan_blocks(cls, length: int, in_axes=nn.broadcast):
+    """``nn.scan`` over ``length`` copies of ``cls`` (a ``(carry, *xs) -> (carry, ys)`` module):
+    parameters stacked on a leading ``"layers"`` axis, each layer initialised with its own rng.
+    ``in_axes`` says which extra inputs are broadcast (``nn.broadcast``) or scanned (0)."""
+    return nn.scan(
+        cls,
+        variable_axes={"params": 0},
+        variable_broadcast=False,
+        split_rngs={"params": True},
+        in_axes=in_axes,
+        length=length,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,16 +118,41 @@ def check_labels(y: jax.Array, num_classes: int, allow_null: bool) -> None:
         )
 
 
+def guided_channels(config) -> int:
+    """How many output channels classifier-free guidance acts on, for a config with
+    ``in_channels`` and ``cfg_channels``.
+
+    ``cfg_channels > 0`` is used as given. The default (0) is the official value 3 for
+    4-channel latents (every reference hard-codes ``[:3]``: guidance on 3 of the 4 latent
+    epsilon channels, a known quirk, facebookresearch/DiT #12 and #41, that the official samples
+    and the golden CFG case depend on), and all ``in_channels`` epsilon channels otherwise. The
+    learned-variance channels ``[in_channels:]`` are never guided.
+    """
+    if config.cfg_channels:
+        return config.cfg_channels
+    return 3 if config.in_channels == 4 else config.in_channels
+
+
+def check_cfg_channels(config) -> None:
+    if not 0 <= config.cfg_channels <= config.in_channels:
+        raise ValueError(
+            f"cfg_channels={config.cfg_channels} must be in [0, in_channels={config.in_channels}] (0: the default, "
+            f"{3 if config.in_channels == 4 else config.in_channels} here); guidance never acts on the variance channels"
+        )
+
+
 def forward_with_cfg(model, x: jax.Array, t: jax.Array, y: jax.Array, cfg_scale: float | jax.Array) -> jax.Array:
-    """The official ``forward_with_cfg`` of DiT, U-DiT and DiC, for any ``model(x, t, y)``.
+    """The official ``forward_with_cfg`` of DiT, U-DiT and DiC, for any ``model(x, t, y)`` with a ``config``.
 
     ``x`` has batch ``2n``; only its first half is used (duplicated). ``t`` and ``y`` are used as
     given (``y = [labels, null labels]`` in the official sampling scripts). Guidance is applied
-    to output channels ``[:3]`` only (every reference hard-codes 3) and written to both halves;
-    the other channels are each row's own output (see ``guided_output``).
+    to the first ``guided_channels(model.config)`` output channels (3 for the official 4-channel
+    latent models, as every reference) and written to both halves; the other channels are each
+    row's own output (see ``guided_output``).
     """
     half = x[: x.shape[0] // 2]
-    return guided_output(model(jnp.concatenate([half, half], axis=0), t, y), cfg_scale)
+    out = model(jnp.concatenate([half, half], axis=0), t, y)
+    return guided_output(out, cfg_scale, guided_channels(model.config))
 
 
 def guided_output(out: jax.Array, cfg_scale: float | jax.Array, guided_channels: int = 3) -> jax.Array:

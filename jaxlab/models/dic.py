@@ -21,9 +21,10 @@ import numpy as np
 
 from jaxlab.models.common import (
     ModelConfig,
+    check_cfg_channels,
     check_labels,
     forward_with_cfg,
-    remat_policy,
+    maybe_remat,
 )
 from jaxlab.nn import ConvFinalLayer, LabelEmbedder, TimestepEmbedder, dense, modulate
 from jaxlab.nn.conv import conv2d, pixel_shuffle, pixel_unshuffle
@@ -59,6 +60,7 @@ class DiCConfig(ModelConfig):
     class_dropout_prob: float = 0.1
     num_classes: int = 1000
     learn_sigma: bool = True
+    cfg_channels: int = 0  # output channels classifier-free guidance acts on; 0: common.guided_channels
     blockconfig: int = 0
     affinef: int = 3
     actfunc: str = "gelu"
@@ -85,6 +87,7 @@ class DiCConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
+        check_cfg_channels(self)
         self._validate_lists()
         _check_in("blockconfig", self.blockconfig, (0, 1))
         _check_in("affinef", self.affinef, (2, 3))
@@ -297,12 +300,6 @@ class UNetBlock(nn.Module):
         return nn.with_logical_constraint(out, ("batch", None, None, "embed"))
 
 
-def _block_class(remat: str):
-    if remat == "none":
-        return UNetBlock
-    return nn.remat(UNetBlock, policy=remat_policy(remat), static_argnums=(3,))  # train is static
-
-
 class DiC(nn.Module):
     """Class-conditional convolutional diffusion backbone on NHWC images/latents.
 
@@ -330,7 +327,7 @@ class DiC(nn.Module):
         self._check_inputs(x, y)
         dtype = jnp.dtype(cfg.dtype)
         plan = stage_plan(cfg)
-        block_cls = _block_class(cfg.remat)
+        block_cls = maybe_remat(UNetBlock, cfg.remat, static_argnums=(3,))  # train is static
 
         h = conv2d(plan[0].width, (None, "embed"), kernel_init=_stem_init(), dtype=dtype, name="x_embedder")(x.astype(dtype))
         self.sow("intermediates", "stem", h)

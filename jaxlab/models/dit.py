@@ -13,9 +13,11 @@ import numpy as np
 
 from jaxlab.models.common import (
     ModelConfig,
+    check_cfg_channels,
     check_labels,
     forward_with_cfg,
-    remat_policy,
+    maybe_remat,
+    scan_blocks,
     unpatchify,
 )
 from jaxlab.nn import (
@@ -52,6 +54,7 @@ class DiTConfig(ModelConfig):
     class_dropout_prob: float = 0.1
     num_classes: int = 1000
     learn_sigma: bool = True
+    cfg_channels: int = 0  # output channels classifier-free guidance acts on; 0: common.guided_channels
     dtype: str = "float32"
     remat: str = "none"
     scan_blocks: bool = False
@@ -61,6 +64,7 @@ class DiTConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
+        check_cfg_channels(self)
         if self.input_size % self.patch_size:
             raise ValueError(
                 f"input_size={self.input_size} is not divisible by patch_size={self.patch_size}; "
@@ -127,12 +131,8 @@ class _ScannedBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, c):
-        block = _maybe_remat(DiTBlock, self.remat)
+        block = maybe_remat(DiTBlock, self.remat)
         return block(self.num_heads, self.mlp_ratio, self.dtype, name="block")(x, c), None
-
-
-def _maybe_remat(cls, remat: str):
-    return cls if remat == "none" else nn.remat(cls, policy=remat_policy(remat))
 
 
 class FinalLayer(nn.Module):
@@ -166,17 +166,9 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(cfg.hidden_size, dtype=dtype)
         self.y_embedder = LabelEmbedder(cfg.num_classes, cfg.hidden_size, cfg.class_dropout_prob, dtype=dtype)
         if cfg.scan_blocks:
-            self.blocks = nn.scan(
-                _ScannedBlock,
-                variable_axes={"params": 0},
-                variable_broadcast=False,
-                split_rngs={"params": True},
-                in_axes=nn.broadcast,
-                length=cfg.depth,
-                metadata_params={nn.PARTITION_NAME: "layers"},
-            )(cfg.num_heads, cfg.mlp_ratio, dtype, cfg.remat)
+            self.blocks = scan_blocks(_ScannedBlock, cfg.depth)(cfg.num_heads, cfg.mlp_ratio, dtype, cfg.remat)
         else:
-            block = _maybe_remat(DiTBlock, cfg.remat)
+            block = maybe_remat(DiTBlock, cfg.remat)
             self.blocks = [block(cfg.num_heads, cfg.mlp_ratio, dtype, name=f"blocks_{i}") for i in range(cfg.depth)]
         self.final_layer = FinalLayer(cfg.patch_size**2 * cfg.out_channels, dtype=dtype)
 

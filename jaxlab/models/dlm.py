@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxlab.models.common import ModelConfig, remat_policy
+from jaxlab.models.common import ModelConfig, maybe_remat, scan_blocks
 from jaxlab.nn import GatedMlp, KVCache, RMSNorm, RotaryAttention, init_kv_cache
 from jaxlab.nn.linear import dense, logical_init
 
@@ -133,12 +133,8 @@ class _ScannedBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, mask, cache, offset, write_mask):
-        block = _maybe_remat(LLaDABlock, self.config.remat)
+        block = maybe_remat(LLaDABlock, self.config.remat)
         return block(self.config, name="block")(x, positions, mask, cache, offset, write_mask)
-
-
-def _maybe_remat(cls, remat: str):
-    return cls if remat == "none" else nn.remat(cls, policy=remat_policy(remat))
 
 
 class LLaDA(nn.Module):
@@ -167,21 +163,17 @@ class LLaDA(nn.Module):
             embedding_init=logical_init(init, ("vocab", "embed")),
         )
         if cfg.scan_blocks:
-            self.blocks = nn.scan(
-                _ScannedBlock,
-                variable_axes={"params": 0},
-                variable_broadcast=False,
-                split_rngs={"params": True},
-                in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast),
-                length=cfg.n_layers,
-                metadata_params={nn.PARTITION_NAME: "layers"},
-            )(cfg)
+            in_axes = (nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast)  # the cache is per layer
+            self.blocks = scan_blocks(_ScannedBlock, cfg.n_layers, in_axes)(cfg)
         else:
-            block = _maybe_remat(LLaDABlock, cfg.remat)
+            block = maybe_remat(LLaDABlock, cfg.remat)
             self.blocks = [block(cfg, name=f"blocks_{i}") for i in range(cfg.n_layers)]
         self.ln_f = RMSNorm(cfg.rms_norm_eps, dtype)
         if not cfg.weight_tying:
-            self.ff_out = dense(cfg.embedding_size, ("embed", "vocab"), use_bias=False, kernel_init=init, dtype=dtype)
+            self.ff_out = dense(
+                cfg.embedding_size, ("embed", "vocab"), use_bias=False, kernel_init=init, dtype=dtype,
+                output_dtype=jnp.float32,
+            )
 
     def __call__(
         self,
@@ -215,6 +207,10 @@ class LLaDA(nn.Module):
                     new_cache = KVCache(new_cache.k.at[i].set(layer[0]), new_cache.v.at[i].set(layer[1]))
         x = self.ln_f(x)
         self.sow("intermediates", "final_norm_out", x)
-        logits = self.wte.attend(x) if cfg.weight_tying else self.ff_out(x)
-        logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+        if cfg.weight_tying:  # the head's product in the compute dtype, accumulated and returned in float32
+            table = self.wte.embedding.astype(x.dtype)
+            logits_BTV = jnp.einsum("btd,vd->btv", x, table, preferred_element_type=jnp.float32)
+        else:
+            logits_BTV = self.ff_out(x)
+        logits = nn.with_logical_constraint(logits_BTV, ("batch", "length", "vocab"))
         return logits if cache is None else (logits, new_cache)

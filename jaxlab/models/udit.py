@@ -20,9 +20,10 @@ import numpy as np
 
 from jaxlab.models.common import (
     ModelConfig,
+    check_cfg_channels,
     check_labels,
     forward_with_cfg,
-    remat_policy,
+    maybe_remat,
 )
 from jaxlab.nn import (
     AdaLNModulation,
@@ -88,6 +89,7 @@ class UDiTConfig(ModelConfig):
     class_dropout_prob: float = 0.1
     num_classes: int = 1000
     learn_sigma: bool = True
+    cfg_channels: int = 0  # output channels classifier-free guidance acts on; 0: common.guided_channels
     rep: bool = True
     ffn_type: str = "rep"
     attn_type: str | None = None
@@ -115,6 +117,7 @@ class UDiTConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
+        check_cfg_channels(self)
         if not (isinstance(self.depth, tuple) and len(self.depth) == 5 and all(_is_int(d) and d >= 0 for d in self.depth)):
             raise ValueError(f"depth must be 5 non-negative ints [enc1, enc2, latent, dec2, dec1], got {self.depth!r}")
         factors = self.down_factor if isinstance(self.down_factor, tuple) else (self.down_factor,) * 5
@@ -434,7 +437,7 @@ class UDiT(nn.Module):
             LabelEmbedder(cfg.num_classes, c * m, cfg.class_dropout_prob, dtype=dtype, name=f"y_embedder_{k}")
             for k, m in ((1, 1), (2, 2), (3, 4))
         ]
-        block_cls = UDiTBlock if cfg.remat == "none" else nn.remat(UDiTBlock, policy=remat_policy(cfg.remat))
+        block_cls = maybe_remat(UDiTBlock, cfg.remat)
         stages = []
         for stage, depth, factor in zip(STAGES, cfg.depth, cfg.down_factors):
             stages.append([

@@ -35,6 +35,7 @@ def tiny():
     return _Jitted(module), params
 
 
+@pytest.mark.default_xla
 @pytest.mark.parametrize("scan_blocks", [False, True])
 def test_forward_matches_reference(scan_blocks):
     module, params = from_torch("llada", KWARGS, CASE.state_dict, scan_blocks=scan_blocks)
@@ -186,3 +187,19 @@ def test_convert_cli_reads_sharded_checkpoint(tmp_path):
     assert proc.returncode == 0, proc.stderr
     module, params = load_model(out)
     CASE.assert_close("logits", jax.jit(module.apply)({"params": params}, CASE["inputs/input_ids"]))
+
+
+@pytest.mark.parametrize("weight_tying", [False, True])
+def test_bf16_model_head_returns_float32_logits_of_an_unrounded_product(tiny, weight_tying):
+    """bf16 matmul, float32 accumulation and output: the logits are not bf16 values cast up."""
+    _, params = tiny
+    module = LLaDA(LLaDAConfig(**{**PRESETS["tiny"], "dtype": "bfloat16", "weight_tying": weight_tying}))
+    tokens = jnp.arange(16, dtype=jnp.int32)[None] % 50
+    if weight_tying:
+        params = {k: v for k, v in params.items() if k != "ff_out"}
+    logits = jax.jit(module.apply)({"params": params}, tokens)
+    assert logits.dtype == jnp.float32
+    as_bf16 = logits.astype(jnp.bfloat16).astype(jnp.float32)
+    assert float(jnp.mean(logits != as_bf16)) > 0.5
+    f32 = LLaDA(LLaDAConfig(**{**PRESETS["tiny"], "weight_tying": weight_tying})).apply({"params": params}, tokens)
+    np.testing.assert_allclose(logits, f32, atol=0.15 * float(jnp.abs(f32).max()))

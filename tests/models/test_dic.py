@@ -43,6 +43,7 @@ def test_forward_and_intermediates_match_reference(golden):
     np.testing.assert_allclose(timestep_features(jnp.asarray(t)), case["intermediates/t_freq_256"], **tol)
 
 
+@pytest.mark.default_xla
 def test_forward_with_cfg_matches_reference(golden):
     case, module, params = golden
     args = (nchw_to_nhwc(case["inputs/cfg_x"]), case["inputs/cfg_t"], case["inputs/cfg_y"], case["inputs/cfg_scale"])

@@ -27,6 +27,7 @@ def test_forward_matches_reference(converted):
     CASE.assert_close("forward", nhwc_to_nchw(out))
 
 
+@pytest.mark.default_xla
 def test_forward_with_cfg_matches_reference(converted):
     module, params = converted
     out = module.apply(

@@ -72,6 +72,7 @@ def test_forward_and_intermediates_match_reference(case):
         golden.assert_close(name, value, golden[f"intermediates/{name}"])
 
 
+@pytest.mark.default_xla
 def test_forward_with_cfg_matches_reference(case):
     golden = case.golden
     x, t, y = nchw_to_nhwc(golden["inputs/x_cfg"]), golden["inputs/t_cfg"], golden["inputs/y_cfg"]

@@ -56,3 +56,25 @@ def test_heads_that_do_not_share_evenly_are_an_error():
     q, k, v = _qkv(3)
     with pytest.raises(ValueError, match="cannot share"):
         dot_product_attention(q, k, v)
+
+
+def test_jvp_and_hessian_through_attention():
+    q, k, v = _qkv(2)
+    f = lambda q: jnp.tanh(dot_product_attention(q, k, v, is_causal=True)).sum()  # noqa: E731
+    g = lambda q: jnp.tanh(jax.nn.dot_product_attention(q, k, v, is_causal=True)).sum()  # noqa: E731
+    dq = jnp.cos(q)
+    np.testing.assert_allclose(jax.jvp(f, (q,), (dq,))[1], jax.jvp(g, (q,), (dq,))[1], rtol=1e-4, atol=1e-5)
+    small = q[:1, :2, :1]
+    h = lambda s: f(q.at[:1, :2, :1].set(s))  # noqa: E731
+    np.testing.assert_allclose(jax.hessian(h)(small), jax.jacrev(jax.jacrev(h))(small), rtol=1e-4, atol=1e-5)
+
+
+def test_jvp_at_kernel_sizes_and_hessian_with_the_xla_path():
+    """Where a Pallas kernel applies (128 tokens) forward mode still works on CPU; second
+    derivatives need ``implementation="xla"`` there (the kernels' VJPs are first-order only)."""
+    q = jax.random.normal(jax.random.key(0), (1, 128, 1, 8))
+    f = lambda q, impl: jnp.tanh(dot_product_attention(q, q, q, is_causal=True, implementation=impl)).sum()  # noqa: E731
+    np.testing.assert_allclose(jax.jvp(lambda a: f(a, None), (q,), (jnp.cos(q),))[1],
+                               jax.jvp(lambda a: f(a, "xla"), (q,), (jnp.cos(q),))[1], rtol=1e-5)
+    h = lambda s: f(q.at[0, 0, 0, :2].set(s), "xla")  # noqa: E731
+    assert np.isfinite(jax.hessian(h)(jnp.ones(2))).all()
