@@ -136,12 +136,10 @@ class CausalSelfAttention(nn.Module):
         return out, cache
 
     def _softmax(self, q, k, v, positions, cache, offset, segment_ids):
-        t = q.shape[1]
         if cache is None:
-            mask = (jnp.arange(t)[:, None] >= jnp.arange(t)[None, :])[None, None]
-            if segment_ids is not None:
-                mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
-            return dot_product_attention(q, k, v, mask=mask), None
+            # is_causal (not a [T, T] mask) lets the TPU/GPU flash kernels take unpacked training batches.
+            mask = None if segment_ids is None else (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+            return dot_product_attention(q, k, v, mask=mask, is_causal=True), None
         k_all = write_slice(cache[0], k, offset, None)
         v_all = write_slice(cache[1], v, offset, None)
         mask = jnp.arange(k_all.shape[1])[None, :] <= positions[0][:, None]  # [T, L]
