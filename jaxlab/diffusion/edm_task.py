@@ -34,7 +34,9 @@ class EDMTask:
     def __init__(self, family: str, model_config, edm: EDM, *, use_labels: bool = False, solver: str = "heun",
                  nfe: int = 35, num_samples: int = 16):
         if getattr(model_config, "learn_sigma", False):
-            raise ValueError("EDM needs a backbone with one output per input channel: set config.model.learn_sigma=False")
+            raise ValueError(
+                "EDM needs a backbone with one output per input channel: set config.model.learn_sigma=False"
+            )
         if not use_labels and model_config.num_classes != 1:
             raise ValueError(f"an unconditional EDM model (config.edm.use_labels=False) takes label 0 of a 1-class "
                              f"backbone: set config.model.num_classes=1, got {model_config.num_classes}")
@@ -52,7 +54,8 @@ class EDMTask:
         section = to_dict(config.edm)
         unknown = sorted(set(section) - set(EDM_FIELDS) - set(TASK_FIELDS))
         if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in config.edm; allowed keys: {sorted(EDM_FIELDS + TASK_FIELDS)}")
+            allowed = sorted(EDM_FIELDS + TASK_FIELDS)
+            raise ValueError(f"unknown key(s) {unknown} in config.edm; allowed keys: {allowed}")
         edm = EDM(**{k: float(section[k]) for k in EDM_FIELDS if k in section})
         return cls(config.model_family, model_config, edm, **{k: section[k] for k in TASK_FIELDS if k in section})
 
