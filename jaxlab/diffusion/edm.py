@@ -161,7 +161,8 @@ def nfe_of(solver: str, num_steps: int) -> int:
     return 2 * num_steps - 1 if solver == "heun" else num_steps
 
 
-def solve_ode(denoise_fn: DenoiseFn, x_start: jax.Array, sigmas: jax.Array, solver: str) -> jax.Array:
+def solve_ode(denoise_fn: DenoiseFn, x_start: jax.Array, sigmas: jax.Array, solver: str, *,
+              return_trajectory: bool = False):
     """Integrates the PF-ODE from ``x_start`` at ``sigmas[0]`` down to ``sigmas[-1] = 0``.
 
     Args:
@@ -172,6 +173,8 @@ def solve_ode(denoise_fn: DenoiseFn, x_start: jax.Array, sigmas: jax.Array, solv
 
     Returns:
       ``x`` at sigma = 0, ``[N, ...]``. The steps run as one ``lax.scan`` (plus the final step).
+      With ``return_trajectory``: ``(x_0, trajectory [K + 1, N, ...])``, the iterate at every
+      ``sigmas[k]`` (``trajectory[0] = x_start``, ``trajectory[K] = x_0``).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; allowed values: {list(SOLVERS)}")
@@ -184,9 +187,10 @@ def solve_ode(denoise_fn: DenoiseFn, x_start: jax.Array, sigmas: jax.Array, solv
 
         def step(x, s):
             s_cur, s_next = s
-            return x + (s_next - s_cur) * (x - denoise_fn(x, s_cur)) / s_cur, None
+            x = x + (s_next - s_cur) * (x - denoise_fn(x, s_cur)) / s_cur
+            return x, (x if return_trajectory else None)
 
-        x, _ = jax.lax.scan(step, x_start, pairs)
+        x, xs = jax.lax.scan(step, x_start, pairs)
     elif solver == "heun":
 
         def step(x, s):
@@ -194,9 +198,10 @@ def solve_ode(denoise_fn: DenoiseFn, x_start: jax.Array, sigmas: jax.Array, solv
             d_cur = (x - denoise_fn(x, s_cur)) / s_cur
             x_euler = x + (s_next - s_cur) * d_cur
             d_next = (x_euler - denoise_fn(x_euler, s_next)) / s_next
-            return x + (s_next - s_cur) * 0.5 * (d_cur + d_next), None
+            x = x + (s_next - s_cur) * 0.5 * (d_cur + d_next)
+            return x, (x if return_trajectory else None)
 
-        x, _ = jax.lax.scan(step, x_start, pairs)
+        x, xs = jax.lax.scan(step, x_start, pairs)
     else:  # dpmpp_2m
 
         def step(carry, s):
@@ -209,13 +214,47 @@ def solve_ode(denoise_fn: DenoiseFn, x_start: jax.Array, sigmas: jax.Array, solv
             d_hat = jnp.where(first, denoised, d_2nd)
             ratio = s_next / s_cur  # = exp(-h)
             x = ratio * x + (1.0 - ratio) * d_hat
-            return (x, denoised, h, jnp.zeros((), bool)), None
+            return (x, denoised, h, jnp.zeros((), bool)), (x if return_trajectory else None)
 
         one = jnp.ones((), x_start.dtype)
         init = (x_start, jnp.zeros_like(x_start), one, jnp.ones((), bool))
-        (x, _, _, _), _ = jax.lax.scan(step, init, pairs)
+        (x, _, _, _), xs = jax.lax.scan(step, init, pairs)
     # Last step, sigmas[-2] -> 0: Euler (= the denoised estimate) for all three solvers.
-    return denoise_fn(x, sigmas[-2])
+    x0 = denoise_fn(x, sigmas[-2])
+    if not return_trajectory:
+        return x0
+    return x0, jnp.concatenate([x_start[None], xs, x0[None]], axis=0)
+
+
+def trajectory_curvature(denoise_fn: DenoiseFn, trajectory: jax.Array, sigmas: jax.Array) -> jax.Array:
+    """Per-sample curvature of a probability-flow trajectory, ``[N]`` (0 = a straight line).
+
+    The mean over the grid points ``k < K`` of
+    ``|| v_k - u ||^2 / || u ||^2`` with ``v_k = dx/dsigma = (x_k - D(x_k, sigma_k)) / sigma_k`` the
+    ODE's velocity at the trajectory's iterate and ``u = (x_start - x_0) / (sigma_0 - 0)`` the
+    straight displacement per unit sigma. A choice (QAC's measure is not known; Lee, Kim & Ye 2023
+    use ``E_t ||(x_1 - x_0) - dx_t/dt||^2``, the same quantity unnormalised in their time variable):
+    normalising by ``||u||^2`` makes it scale-free. Costs K extra denoiser calls (one scan).
+
+    Args:
+      denoise_fn: ``D(x, sigma_scalar)``.
+      trajectory: ``[K + 1, N, ...]`` from ``solve_ode(..., return_trajectory=True)``.
+      sigmas: the ``[K + 1]`` grid of that solve (ending with 0).
+    """
+    if trajectory.shape[0] != sigmas.shape[0]:
+        raise ValueError(f"trajectory has {trajectory.shape[0]} points but sigmas has {sigmas.shape[0]}: "
+                         f"pass the grid the trajectory was solved on")
+    sigmas = sigmas.astype(trajectory.dtype)
+    u = (trajectory[0] - trajectory[-1]) / sigmas[0]
+    axes = tuple(range(1, u.ndim))
+
+    def point(_, inputs):
+        x, sigma = inputs
+        v = (x - denoise_fn(x, sigma)) / sigma
+        return None, jnp.sum((v - u) ** 2, axis=axes)
+
+    _, dev = jax.lax.scan(point, None, (trajectory[:-1], sigmas[:-1]))
+    return jnp.mean(dev, axis=0) / jnp.sum(u**2, axis=axes)
 
 
 def make_edm_sampler(

@@ -10,7 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlab.diffusion.edm import EDM, SOLVERS, make_edm_sampler, nfe_of, solve_ode, steps_for_nfe
+from jaxlab.diffusion.edm import (
+    EDM,
+    SOLVERS,
+    make_edm_sampler,
+    nfe_of,
+    solve_ode,
+    steps_for_nfe,
+    trajectory_curvature,
+)
 
 MU, S = 0.3, 0.5
 
@@ -166,3 +174,34 @@ def test_sampler_compiles_once_and_matches_the_exact_solution():
     assert float(out.mean()) == pytest.approx(MU, abs=0.03) and float(out.std()) == pytest.approx(S, rel=0.1)
     with pytest.raises(ValueError, match="odd"):
         make_edm_sampler(edm, apply_fn, solver="heun", nfe=6)
+
+
+def test_trajectory_and_curvature_closed_form():
+    edm = EDM()
+    with jax.enable_x64(True):
+        sigmas = edm.sigmas(64, jnp.float64)
+        x_start = 80.0 * jax.random.normal(jax.random.PRNGKey(4), (8, 3), jnp.float64)
+        x0, traj = jax.jit(lambda x: solve_ode(gaussian_denoiser, x, sigmas, "heun", return_trajectory=True))(x_start)
+        assert traj.shape == (65, 8, 3)
+        np.testing.assert_array_equal(traj[0], x_start)
+        np.testing.assert_array_equal(traj[-1], x0)
+        # Every iterate lies on the exact trajectory (x - mu) / sqrt(s^2 + sigma^2) = const (to Heun-64 error).
+        exact = MU + np.sqrt(S**2 + np.asarray(sigmas)[:-1, None, None] ** 2) / np.sqrt(S**2 + 80.0**2) * (
+            np.asarray(x_start) - MU)
+        np.testing.assert_allclose(traj[:-1], exact, atol=1e-2)
+        # Point-mass data (D = 0): straight lines x = sigma / sigma_max x_T, curvature 0.
+        _, straight = solve_ode(lambda x, s: jnp.zeros_like(x), x_start, sigmas, "euler", return_trajectory=True)
+        zero = trajectory_curvature(lambda x, s: jnp.zeros_like(x), straight, sigmas)
+        np.testing.assert_allclose(zero, 0.0, atol=1e-20)
+        # Gaussian data with mu = 0: v(sigma) / |x_T| direction is sigma / sqrt(s^2 + sigma^2) / sqrt(s^2 + smax^2),
+        # u the same with (sqrt(s^2 + smax^2) - s) / smax: the curvature is the same for every sample.
+        denoise0 = lambda x, s: S**2 / (S**2 + s**2) * x  # noqa: E731
+        _, curved = solve_ode(denoise0, x_start, sigmas, "heun", return_trajectory=True)
+        curvature = np.asarray(trajectory_curvature(denoise0, curved, sigmas))
+        sig = np.asarray(sigmas)[:-1]
+        c = (np.sqrt(S**2 + 80.0**2) - S) / 80.0
+        expected = np.mean((sig / np.sqrt(S**2 + sig**2) - c) ** 2) / c**2
+        np.testing.assert_allclose(curvature, expected, rtol=5e-3)  # Heun-64 trajectory error: 1.3e-3
+        assert expected > 0.05
+    with pytest.raises(ValueError, match="pass the grid"):
+        trajectory_curvature(gaussian_denoiser, traj, edm.sigmas(10))
