@@ -25,7 +25,7 @@ from jaxlab.train.params_io import load_model
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="an EDMTask training workdir (configs/qac.py)")
-    parser.add_argument("--nfe", type=int, nargs="+", default=[3, 4, 5, 6, 8, 12, 18, 35])
+    parser.add_argument("--nfe", type=int, nargs="+", default=[3, 4, 5, 6, 7, 8, 12, 18, 35])
     parser.add_argument("--ref_nfe", type=int, default=79)
     parser.add_argument("--num", type=int, default=64)
     args = parser.parse_args()
