@@ -1,0 +1,207 @@
+"""EDM preconditioning, training loss and ODE solvers against closed-form Gaussian cases.
+
+For data ``x_0 ~ N(mu, s^2)`` (per dimension) the exact denoiser is
+``D(x, sigma) = mu + s^2 / (s^2 + sigma^2) (x - mu)`` and the probability-flow ODE keeps
+``(x - mu) / sqrt(s^2 + sigma^2)`` constant, so every sampler has a known exact answer.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlab.diffusion.edm import (
+    EDM,
+    SOLVERS,
+    make_edm_sampler,
+    nfe_of,
+    solve_ode,
+    steps_for_nfe,
+    trajectory_curvature,
+)
+
+MU, S = 0.3, 0.5
+
+
+def gaussian_denoiser(x, sigma):
+    return MU + S**2 / (S**2 + sigma**2) * (x - MU)
+
+
+def exact_solution(edm, x_start):
+    """The exact ODE from sigma_max to sigma_min, then the solvers' shared last step D(., sigma_min)."""
+    s_hi, s_lo = edm.sigma_max, edm.sigma_min
+    return MU + S**2 / (np.sqrt(S**2 + s_lo**2) * np.sqrt(S**2 + s_hi**2)) * (x_start - MU)
+
+
+def test_preconditioning_identities():
+    edm = EDM()
+    sd = edm.sigma_data
+    np.testing.assert_allclose(edm.c_skip(sd), 0.5, rtol=1e-7)
+    np.testing.assert_allclose(edm.c_out(sd), sd / np.sqrt(2.0), rtol=1e-6)
+    np.testing.assert_allclose(edm.c_in(sd), 1.0 / (sd * np.sqrt(2.0)), rtol=1e-6)
+    sigma = jnp.geomspace(0.002, 80.0, 17)
+    # Unit-variance backbone input (c_in); unit effective loss weight (lambda c_out^2 = 1); unit-variance
+    # training target for F (EDM App. B.6: c_out^2 = (1 - c_skip)^2 sd^2 + c_skip^2 sigma^2).
+    np.testing.assert_allclose(edm.c_in(sigma) ** 2 * (sigma**2 + sd**2), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(edm.loss_weight(sigma) * edm.c_out(sigma) ** 2, 1.0, rtol=1e-5)
+    c_skip = edm.c_skip(sigma)
+    np.testing.assert_allclose((1 - c_skip) ** 2 * sd**2 + c_skip**2 * sigma**2, edm.c_out(sigma) ** 2, rtol=1e-5)
+    np.testing.assert_allclose(edm.c_noise(jnp.exp(4.0)), 1.0, rtol=1e-6)
+    assert float(edm.c_skip(1e-4)) == pytest.approx(1.0) and float(edm.c_out(1e-4)) < 1e-3
+
+
+def test_denoise_routes_c_in_x_and_c_noise_to_the_backbone():
+    edm = EDM(c_noise_scale=250.0)
+    seen = {}
+
+    def backbone(x_in, t, y):
+        seen.update(x_in=x_in, t=t, y=y)
+        return jnp.zeros_like(x_in)
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 4, 1))
+    sigma = jnp.array([0.1, 1.0, 10.0])
+    out = edm.denoise(backbone, x, sigma, y=jnp.arange(3))
+    np.testing.assert_allclose(seen["x_in"], edm.c_in(sigma)[:, None, None, None] * x, rtol=1e-6)
+    np.testing.assert_allclose(seen["t"], 250.0 * jnp.log(sigma) / 4.0, rtol=1e-6)
+    np.testing.assert_array_equal(seen["y"], jnp.arange(3))
+    # F = 0 leaves D = c_skip x: the exact denoiser for N(0, sigma_data^2) data.
+    np.testing.assert_allclose(out, edm.c_skip(sigma)[:, None, None, None] * x, rtol=1e-6)
+    with pytest.raises(ValueError, match="learn_sigma=False"):
+        edm.denoise(lambda x_in, t, y: jnp.concatenate([x_in, x_in], -1), x, sigma)
+
+
+def test_loss_is_zero_for_the_exact_denoiser_and_weighted():
+    edm = EDM()
+    x0 = jnp.zeros((256, 2, 2, 1))  # a point mass at 0: the exact D is 0, i.e. F = -c_skip x / c_out
+    key = jax.random.PRNGKey(1)
+
+    def exact_f(x_in, t, y):
+        sigma = jnp.exp(4.0 * t)[:, None, None, None]
+        x = x_in / edm.c_in(sigma)
+        return -edm.c_skip(sigma) * x / edm.c_out(sigma)
+
+    np.testing.assert_allclose(edm.loss(exact_f, x0, key), 0.0, atol=1e-4)
+    # F = 0 on point-mass data: D = c_skip sigma n, loss = lambda c_skip^2 sigma^2 mean(n^2).
+    per_example = edm.loss(lambda x_in, t, y: jnp.zeros_like(x_in), x0, key)
+    sigma = edm.sample_sigma(jax.random.split(key)[0], 256)
+    expected = edm.loss_weight(sigma) * edm.c_skip(sigma) ** 2 * sigma**2
+    assert per_example.shape == (256,)
+    assert float(jnp.mean(per_example)) == pytest.approx(float(jnp.mean(expected)), rel=0.5)
+    log_sigma = np.log(np.asarray(edm.sample_sigma(jax.random.PRNGKey(2), 20000)))
+    assert log_sigma.mean() == pytest.approx(-1.2, abs=0.05) and log_sigma.std() == pytest.approx(1.2, abs=0.05)
+
+
+def test_time_grid():
+    edm = EDM()
+    sig = np.asarray(edm.sigmas(18))
+    assert sig.shape == (19,) and sig[-1] == 0.0
+    np.testing.assert_allclose([sig[0], sig[-2]], [80.0, 0.002], rtol=1e-5)
+    assert np.all(np.diff(sig) < 0)
+    # Eq. 5: sigma^(1/rho) is linear in the step index.
+    np.testing.assert_allclose(np.diff(sig[:-1] ** (1 / 7.0), 2), 0.0, atol=1e-5)
+
+
+def test_nfe_budget():
+    assert [steps_for_nfe("heun", n) for n in (1, 3, 5, 35)] == [1, 2, 3, 18]
+    assert steps_for_nfe("euler", 6) == 6 and steps_for_nfe("dpmpp_2m", 6) == 6
+    assert all(nfe_of(s, steps_for_nfe(s, 5)) == 5 for s in SOLVERS)
+    with pytest.raises(ValueError, match="NFE = 2N - 1.*use 5 or 7"):
+        steps_for_nfe("heun", 6)
+    with pytest.raises(ValueError, match="positive int"):
+        steps_for_nfe("euler", 0)
+    with pytest.raises(ValueError, match="unknown solver"):
+        steps_for_nfe("rk4", 5)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_solver_calls_the_denoiser_exactly_nfe_times(solver):
+    calls = []
+
+    def counting_denoiser(x, sigma):
+        jax.debug.callback(lambda: calls.append(1))
+        return gaussian_denoiser(x, sigma)
+
+    edm = EDM()
+    nfe = 7
+    x = jnp.ones((2, 3)) * 80.0
+    jax.jit(lambda x: solve_ode(counting_denoiser, x, edm.sigmas(steps_for_nfe(solver, nfe)), solver))(x)
+    jax.effects_barrier()
+    assert len(calls) == nfe
+
+
+@pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2)])
+def test_solvers_converge_to_the_exact_ode_solution_at_their_order(solver, order):
+    edm = EDM()
+    with jax.enable_x64(True):
+        x_start = 80.0 * jax.random.normal(jax.random.PRNGKey(0), (64, 4), jnp.float64)
+        target = np.asarray(exact_solution(edm, x_start))
+        solve = jax.jit(lambda x, sig: solve_ode(gaussian_denoiser, x, sig, solver))
+        errors = [float(np.abs(np.asarray(solve(x_start, edm.sigmas(n, jnp.float64))) - target).max())
+                  for n in (32, 64, 128)]
+    ratios = [errors[0] / errors[1], errors[1] / errors[2]]
+    # Doubling the steps divides the global error by 2^order (measured: ~1.99 / ~4.1-4.5).
+    assert 2**order * 0.85 < ratios[1] < 2**order * 1.2, (errors, ratios)
+    assert 2**order * 0.8 < ratios[0] < 2**order * 1.25, (errors, ratios)
+    assert errors[2] < (0.05 if order == 1 else 2e-3)
+    # The shared last step D(., sigma_min) stays within 2e-5 of the true sigma = 0 endpoint.
+    exact0 = MU + S / np.sqrt(S**2 + edm.sigma_max**2) * (np.asarray(x_start) - MU)
+    assert np.abs(target - exact0).max() < 2e-5
+
+
+def test_sampler_compiles_once_and_matches_the_exact_solution():
+    edm = EDM(sigma_data=S)
+    traces = []
+
+    def apply_fn(params, x_in, t, y):
+        # The exact F for N(mu, S^2) data: solve D = c_skip x + c_out F for F.
+        traces.append(1)
+        sigma = jnp.exp(4.0 * t)[:, None]
+        x = x_in / edm.c_in(sigma)
+        d = params["mu"] + S**2 / (S**2 + sigma**2) * (x - params["mu"])
+        return (d - edm.c_skip(sigma) * x) / edm.c_out(sigma) + 0 * y[:, None]
+
+    sample = make_edm_sampler(edm, apply_fn, solver="heun", nfe=35)
+    z = jax.random.normal(jax.random.PRNGKey(3), (4096, 1))
+    y = jnp.zeros((4096,), jnp.int32)
+    out = sample({"mu": jnp.float32(MU)}, z, y)
+    out2 = sample({"mu": jnp.float32(-MU)}, z + 1.0, y)  # new params and noise: no retrace
+    assert len(traces) == 3  # one trace: the Heun step's two call sites (scanned) + the last step
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(out2))
+    # The preconditioned backbone reproduces the exact denoiser's Heun solution on the same 18-step grid.
+    direct = jax.jit(lambda x: solve_ode(gaussian_denoiser, x, edm.sigmas(18), "heun"))(80.0 * z)
+    np.testing.assert_allclose(out, direct, atol=1e-4)
+    # The samples follow N(mu, s^2) up to Heun-35's discretisation error (std measured 0.539 vs 0.5).
+    assert float(out.mean()) == pytest.approx(MU, abs=0.03) and float(out.std()) == pytest.approx(S, rel=0.1)
+    with pytest.raises(ValueError, match="odd"):
+        make_edm_sampler(edm, apply_fn, solver="heun", nfe=6)
+
+
+def test_trajectory_and_curvature_closed_form():
+    edm = EDM()
+    with jax.enable_x64(True):
+        sigmas = edm.sigmas(64, jnp.float64)
+        x_start = 80.0 * jax.random.normal(jax.random.PRNGKey(4), (8, 3), jnp.float64)
+        x0, traj = jax.jit(lambda x: solve_ode(gaussian_denoiser, x, sigmas, "heun", return_trajectory=True))(x_start)
+        assert traj.shape == (65, 8, 3)
+        np.testing.assert_array_equal(traj[0], x_start)
+        np.testing.assert_array_equal(traj[-1], x0)
+        # Every iterate lies on the exact trajectory (x - mu) / sqrt(s^2 + sigma^2) = const (to Heun-64 error).
+        exact = MU + np.sqrt(S**2 + np.asarray(sigmas)[:-1, None, None] ** 2) / np.sqrt(S**2 + 80.0**2) * (
+            np.asarray(x_start) - MU)
+        np.testing.assert_allclose(traj[:-1], exact, atol=1e-2)
+        # Point-mass data (D = 0): straight lines x = sigma / sigma_max x_T, curvature 0.
+        _, straight = solve_ode(lambda x, s: jnp.zeros_like(x), x_start, sigmas, "euler", return_trajectory=True)
+        zero = trajectory_curvature(lambda x, s: jnp.zeros_like(x), straight, sigmas)
+        np.testing.assert_allclose(zero, 0.0, atol=1e-20)
+        # Gaussian data with mu = 0: v(sigma) / |x_T| direction is sigma / sqrt(s^2 + sigma^2) / sqrt(s^2 + smax^2),
+        # u the same with (sqrt(s^2 + smax^2) - s) / smax: the curvature is the same for every sample.
+        denoise0 = lambda x, s: S**2 / (S**2 + s**2) * x  # noqa: E731
+        _, curved = solve_ode(denoise0, x_start, sigmas, "heun", return_trajectory=True)
+        curvature = np.asarray(trajectory_curvature(denoise0, curved, sigmas))
+        sig = np.asarray(sigmas)[:-1]
+        c = (np.sqrt(S**2 + 80.0**2) - S) / 80.0
+        expected = np.mean((sig / np.sqrt(S**2 + sig**2) - c) ** 2) / c**2
+        np.testing.assert_allclose(curvature, expected, rtol=5e-3)  # Heun-64 trajectory error: 1.3e-3
+        assert expected > 0.05
+    with pytest.raises(ValueError, match="pass the grid"):
+        trajectory_curvature(gaussian_denoiser, traj, edm.sigmas(10))
