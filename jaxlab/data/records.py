@@ -11,6 +11,7 @@ float32, "label": [] int32}``; the field names are the batch keys the task reads
 import glob
 import io
 import pathlib
+import threading
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -50,8 +51,14 @@ def encode_example(example: Mapping[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+# np.load parses each array header with ast.literal_eval; CPython 3.11.7's parser can fail under
+# concurrent use ("SystemError: AST constructor recursion depth mismatch"), and grain decodes records
+# in a thread pool. One lock around the (small) decode keeps it correct on every 3.11 patch release.
+_DECODE_LOCK = threading.Lock()
+
+
 def decode_example(record: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(record)) as data:
+    with _DECODE_LOCK, np.load(io.BytesIO(record)) as data:
         return {k: data[k] for k in data.files}
 
 
