@@ -17,11 +17,10 @@ sampler (``solver``, ``nfe``, ``num_samples``).
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxlab.config_utils import to_dict
 from jaxlab.diffusion.edm import EDM, make_edm_sampler, steps_for_nfe
-from jaxlab.models.common import check_labels
+from jaxlab.diffusion.task import check_dataset_labels
 from jaxlab.models.registry import get_family
 
 EDM_FIELDS = ("sigma_data", "sigma_min", "sigma_max", "rho", "p_mean", "p_std", "c_noise_scale")
@@ -89,11 +88,7 @@ class EDMTask:
 
     def check_batch(self, batch) -> None:
         if self.use_labels:
-            try:
-                check_labels(np.asarray(batch["label"]), self.model_config.num_classes, allow_null=False)
-            except ValueError as e:
-                raise ValueError(f"{e}; config.model.num_classes={self.model_config.num_classes} must cover the "
-                                 f"dataset's labels") from None
+            check_dataset_labels(batch["label"], self.model_config.num_classes)
 
     @property
     def grid_columns(self) -> int:

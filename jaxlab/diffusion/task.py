@@ -22,6 +22,14 @@ from jaxlab.models.common import check_labels
 from jaxlab.models.registry import get_family
 
 
+def check_dataset_labels(labels, num_classes: int) -> None:
+    """Raises, naming ``config.model.num_classes``, unless every dataset label is in ``[0, num_classes)``."""
+    try:
+        check_labels(np.asarray(labels), num_classes, allow_null=False)
+    except ValueError as e:
+        raise ValueError(f"{e}; config.model.num_classes={num_classes} must cover the dataset's labels") from None
+
+
 class DiffusionTask:
     """``init_params`` / ``loss_fn`` for DiT-style training, plus sampling for progress grids."""
 
@@ -70,11 +78,7 @@ class DiffusionTask:
 
     def check_batch(self, batch) -> None:
         """Labels of a host batch within ``[0, num_classes)`` (the null class is the model's own)."""
-        try:
-            check_labels(np.asarray(batch["label"]), self.model_config.num_classes, allow_null=False)
-        except ValueError as e:
-            raise ValueError(f"{e}; config.model.num_classes={self.model_config.num_classes} must cover the "
-                             f"dataset's labels") from None
+        check_dataset_labels(batch["label"], self.model_config.num_classes)
 
     @property
     def grid_columns(self) -> int:

@@ -298,12 +298,19 @@ def _remdm(module, st: _RemdmSettings, params, prompt, prompt_mask, key):
         num_remasked = num_remasked.at[i].set(jnp.sum(remask, axis=-1).astype(jnp.int32))
         return x, commit_step, commit_conf, num_masked, num_remasked
 
+    return _run_steps(body, x, gen, st.steps)
+
+
+def _run_steps(body, x, gen, steps: int) -> dict:
+    """Runs ``body(i, (x, commit_step, commit_conf, num_masked, num_remasked))`` for ``steps`` steps in
+    one ``fori_loop`` from fresh bookkeeping, and returns the sampler's output dict (one forward per step)."""
+    batch, length = x.shape
     init = (
         x, jnp.where(gen, -2, -1).repeat(batch, 0).astype(jnp.int32), jnp.zeros((batch, length), jnp.float32),
-        jnp.zeros((st.steps, batch), jnp.int32), jnp.zeros((st.steps, batch), jnp.int32),
+        jnp.zeros((steps, batch), jnp.int32), jnp.zeros((steps, batch), jnp.int32),
     )
-    x, commit_step, commit_conf, num_masked, num_remasked = jax.lax.fori_loop(0, st.steps, body, init)
-    return dict(tokens=x, num_forward=jnp.int32(st.steps), num_masked=num_masked, num_remasked=num_remasked,
+    x, commit_step, commit_conf, num_masked, num_remasked = jax.lax.fori_loop(0, steps, body, init)
+    return dict(tokens=x, num_forward=jnp.int32(steps), num_masked=num_masked, num_remasked=num_remasked,
                 commit_step=commit_step, commit_conf=commit_conf)
 
 
@@ -504,10 +511,4 @@ def _remedi(module, st: _RemediSettings, params, prompt, prompt_mask, key):
         num_remasked = num_remasked.at[it].set(jnp.sum(dropped, axis=-1).astype(jnp.int32))
         return new_x, commit_step, commit_conf, num_masked, num_remasked
 
-    init = (
-        x, jnp.where(gen, -2, -1).repeat(batch, 0).astype(jnp.int32), jnp.zeros((batch, length), jnp.float32),
-        jnp.zeros((st.steps, batch), jnp.int32), jnp.zeros((st.steps, batch), jnp.int32),
-    )
-    x, commit_step, commit_conf, num_masked, num_remasked = jax.lax.fori_loop(0, st.steps, body, init)
-    return dict(tokens=x, num_forward=jnp.int32(st.steps), num_masked=num_masked, num_remasked=num_remasked,
-                commit_step=commit_step, commit_conf=commit_conf)
+    return _run_steps(body, x, gen, st.steps)
