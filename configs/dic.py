@@ -26,12 +26,12 @@ _DIGITS = {
     "digits": dict(input_size=16, in_channels=1, hidden_size=32, depth=(1, 1, 1, 1, 1), num_classes=10),
 }
 
-# The official DiC constructor arguments (DiC_default's block options) + jaxlab's dtype/remat switches.
+# The official DiC constructor arguments (DiC_default's block options) + jaxlab's dtype/remat/scan switches.
 _MODEL = dict(
     input_size=32, in_channels=4, hidden_size=384, depth=(7, 7, 8, 7, 7), mult_channels=(1, 2, 4, 2, 1),
     skip_stride=3, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True, cfg_channels=0, blockconfig=0, affinef=3,
     actfunc="gelu", actf=(1, 1), actinada=1, num_groups=32, min_channels=4, dropout=0.0, skip_scale=1.0,
-    eps=1e-5, init_zero=0, dtype="float32", remat="none",
+    eps=1e-5, init_zero=0, dtype="float32", remat="none", scan_blocks=False,
 )
 
 

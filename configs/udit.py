@@ -30,11 +30,11 @@ _DIGITS = {
 }
 
 # The official U_DiT constructor arguments (its defaults, with the named configs' downsampler)
-# + jaxlab's dtype/remat switches.
+# + jaxlab's dtype/remat/scan switches.
 _MODEL = dict(
     input_size=32, down_factor=(2, 2, 2, 2, 2), in_channels=4, hidden_size=96, depth=(2, 5, 8, 5, 2), num_heads=4,
     mlp_ratio=2.0, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True, cfg_channels=0, rep=True, ffn_type="rep",
-    attn_type="v2", posemb_type="rope2d", downsampler="dwconv5", down_shortcut=True, dtype="float32", remat="none",
+    attn_type="v2", posemb_type="rope2d", downsampler="dwconv5", down_shortcut=True, dtype="float32", remat="none", scan_blocks=False,
 )
 
 

@@ -9,7 +9,7 @@ Pixel (un)shuffle keeps PyTorch's channel order, so convolutions need only OIHW 
 from collections.abc import Mapping
 from typing import Any
 
-from jaxlab.convert.common import StateDict, check_image_backbone, conv_final_layer
+from jaxlab.convert.common import StateDict, check_image_backbone, conv_final_layer, stack_layers
 from jaxlab.models.dic import DiC, DiCConfig, stage_plan
 
 # Keyword arguments of the official ``DiC.__init__`` (and the ``UNetBlock`` kwargs it forwards)
@@ -44,7 +44,7 @@ _NORM_KWARGS = ("norm_type", "norm_type1")
 
 
 def config_from_torch(torch_kwargs: Mapping[str, Any], **options) -> DiCConfig:
-    """Official ``DiC`` kwargs (+ jaxlab options ``dtype``, ``remat``) -> ``DiCConfig``.
+    """Official ``DiC`` kwargs (+ jaxlab options ``dtype``, ``remat``, ``scan_blocks``) -> ``DiCConfig``.
 
     Kwargs left out take ``DiC_default``'s values (the named configs' ``mult_channels``,
     ``skip_stride``, block options) and ``DiC.__init__``'s (``in_channels=4``,
@@ -110,9 +110,12 @@ def convert(torch_kwargs: Mapping[str, Any], state_dict: Mapping[str, Any], **op
         params[f"y_embedder_{i}"] = {"embedding_table": sd[f"y_embedder_ls.{i}.embedding_table.weight"]}
     for stage in stage_plan(config):
         torch_stage = _torch_stage_prefix(stage.name)
-        for b in range(stage.depth):
-            has_skip = stage.block_in_channels(b) != stage.width
-            params[f"{stage.name}_{b}"] = _block(sd, f"{torch_stage}.{b}.conv", has_skip)
+        blocks = [_block(sd, f"{torch_stage}.{b}.conv", stage.block_in_channels(b) != stage.width)
+                  for b in range(stage.depth)]
+        if stage.scanned(config):
+            params[stage.name] = {"block": stack_layers(blocks)}  # the nn.scan layout
+        else:
+            params.update({f"{stage.name}_{b}": block for b, block in enumerate(blocks)})
     for k in range(config.levels - 1):
         params[f"downs_{k}"] = sd.conv(f"downs.{k}.body.0", bias=False)
         params[f"ups_{k}"] = sd.conv(f"ups.{k}.body.0", bias=False)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxlab.convert.common import StateDict, check_image_backbone, conv_final_layer
+from jaxlab.convert.common import StateDict, check_image_backbone, conv_final_layer, stack_layers
 from jaxlab.models.udit import STAGE_WIDTH, STAGES, UDiT, UDiTConfig
 
 # Keyword arguments of the official ``U_DiT.__init__`` and the ``DownSample_Attn`` options it
@@ -38,7 +38,7 @@ TORCH_KWARGS = (*TORCH_DEFAULTS, "downsampler")
 
 
 def config_from_torch(torch_kwargs: Mapping[str, Any], **options) -> UDiTConfig:
-    """Official ``U_DiT`` kwargs (+ jaxlab options ``dtype``, ``remat``) -> ``UDiTConfig``."""
+    """Official ``U_DiT`` kwargs (+ jaxlab options ``dtype``, ``remat``, ``scan_blocks``) -> ``UDiTConfig``."""
     unknown = sorted(set(torch_kwargs) - set(TORCH_KWARGS))
     if unknown:
         raise ValueError(
@@ -117,8 +117,11 @@ def convert(torch_kwargs: Mapping[str, Any], state_dict: Mapping[str, Any], **op
         params[f"t_embedder_{k}"] = {"mlp_0": sd.linear(f"t_embedder_{k}.mlp.0"), "mlp_2": sd.linear(f"t_embedder_{k}.mlp.2")}
         params[f"y_embedder_{k}"] = {"embedding_table": sd[f"y_embedder_{k}.embedding_table.weight"]}
     for stage, depth, mult in zip(STAGES, cfg.depth, STAGE_WIDTH):
-        for i in range(depth):
-            params[f"{stage}_{i}"] = _block(sd, f"{stage}.{i}", cfg, mult * cfg.hidden_size)
+        blocks = [_block(sd, f"{stage}.{i}", cfg, mult * cfg.hidden_size) for i in range(depth)]
+        if cfg.scan_blocks and blocks:
+            params[stage] = {"block": stack_layers(blocks)}  # the nn.scan layout
+        else:
+            params.update({f"{stage}_{i}": b for i, b in enumerate(blocks)})
     for name in ("down1_2", "down2_3", "up3_2", "up2_1"):
         params[name] = sd.conv(f"{name}.body.0", bias=False)
     for name in ("reduce_chan_level2", "reduce_chan_level1"):

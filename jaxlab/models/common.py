@@ -36,17 +36,49 @@ def maybe_remat(cls, remat: str, **remat_kwargs):
 
 def scan_blocks(cls, length: int, in_axes=nn.broadcast):
     """``nn.scan`` over ``length`` copies of ``cls`` (a ``(carry, *xs) -> (carry, ys)`` module):
-    parameters stacked on a leading ``"layers"`` axis, each layer initialised with its own rng.
-    ``in_axes`` says which extra inputs are broadcast (``nn.broadcast``) or scanned (0)."""
+    parameters stacked on a leading ``"layers"`` axis, each layer initialised (and dropped out)
+    with its own rng.
+    ``in_axes`` says which extra inputs are broadcast (``nn.broadcast``) or scanned (0).
+    Intermediates a block sows are stacked the same way (leading axis = layer)."""
     return nn.scan(
         cls,
-        variable_axes={"params": 0},
+        variable_axes={"params": 0, "intermediates": 0},
         variable_broadcast=False,
-        split_rngs={"params": True},
+        split_rngs={"params": True, "dropout": True},
         in_axes=in_axes,
         length=length,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
+
+
+class ScannedBlock(nn.Module):
+    """``block(**kwargs)``, rematerialised per ``remat`` and named ``"block"``, with the
+    ``(carry, *broadcast) -> (carry, None)`` signature ``nn.scan`` needs (see ``repeated_blocks``)."""
+
+    block: Any  # a flax Module class: (x, *args) -> x
+    kwargs: tuple  # the block's attributes as sorted (name, value) pairs (hashable)
+    remat: str = "none"
+    remat_kwargs: tuple = ()
+    keep_outputs: bool = False
+
+    @nn.compact
+    def __call__(self, x, *args):
+        cls = maybe_remat(self.block, self.remat, **dict(self.remat_kwargs))
+        y = cls(**dict(self.kwargs), name="block")(x, *args)
+        return y, (y if self.keep_outputs else None)
+
+
+def repeated_blocks(block, length: int, remat: str, name: str | None = None, remat_kwargs: dict | None = None,
+                    keep_outputs: bool = False, **kwargs) -> nn.Module:
+    """``length`` identical ``block(**kwargs)`` applied in sequence as one ``nn.scan`` (one compiled
+    block): call it as ``x, outputs = stack(x, *broadcast_args)``; ``outputs`` is None, or with
+    ``keep_outputs`` every block's output stacked ``[length, ...]``. Parameters are those of one
+    block stacked on a leading ``"layers"`` axis under ``<name>/block``
+    (``convert.common.stack_layers`` builds them from per-layer trees); each block is
+    rematerialised per ``remat`` (``remat_kwargs`` go to ``nn.remat``)."""
+    scanned = scan_blocks(ScannedBlock, length)
+    remat_items = tuple(sorted((remat_kwargs or {}).items()))
+    return scanned(block, tuple(sorted(kwargs.items())), remat, remat_items, keep_outputs, name=name)
 
 
 @dataclasses.dataclass(frozen=True)

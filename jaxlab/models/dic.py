@@ -25,13 +25,18 @@ from jaxlab.models.common import (
     check_labels,
     forward_with_cfg,
     maybe_remat,
+    repeated_blocks,
 )
-from jaxlab.nn import ConvFinalLayer, LabelEmbedder, TimestepEmbedder, dense, modulate
+from jaxlab.nn import ConvFinalLayer, LabelEmbedder, TimestepEmbedder, dense, group_norm, modulate
 from jaxlab.nn.conv import conv2d, pixel_shuffle, pixel_unshuffle
-from jaxlab.nn.group_norm import GroupNorm, group_count
 from jaxlab.nn.linear import xavier_uniform, zeros
 
 _ACTIVATIONS = ("gelu", "silu")
+
+
+def group_count(channels: int, num_groups: int = 32, min_channels_per_group: int = 4) -> int:
+    """``min(num_groups, channels // min_channels_per_group)``: the EDM / DiC group rule."""
+    return min(num_groups, channels // min_channels_per_group)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +52,12 @@ class DiCConfig(ModelConfig):
     ``min_channels`` set the first GroupNorm of each block (the second always uses 32 / 4).
     ``init_zero`` zero-initialises the blocks' condition Linears.
 
-    Beyond the reference: ``dtype`` (compute dtype name; params stay float32) and ``remat``
-    (rematerialise each block: "none", "full" or a ``jax.checkpoint_policies`` name).
+    Beyond the reference: ``dtype`` (compute dtype name; params stay float32), ``remat``
+    (rematerialise each block: "none", "full" or a ``jax.checkpoint_policies`` name) and
+    ``scan_blocks``: the encoder and middle stages, whose blocks are identical, each run as one
+    ``nn.scan`` (parameters stacked under ``<stage>/block``; an encoder stage keeps every block's
+    output to pick its skips). Decoder blocks stay unrolled: every ``skip_stride``-th one takes
+    the concatenated skip (other input width, other parameters), so they are not identical.
     """
 
     input_size: int = 32
@@ -74,6 +83,7 @@ class DiCConfig(ModelConfig):
     init_zero: int = 0
     dtype: str = "float32"
     remat: str = "none"
+    scan_blocks: bool = False
 
     def __post_init__(self):
         # Lists (JSON, ml_collections) become tuples so the config stays hashable.
@@ -216,6 +226,10 @@ class Stage:
     def block_in_channels(self, b: int) -> int:
         return self.width + (self.skip_width if self.skip_width and b % self.skip_stride == 0 else 0)
 
+    def scanned(self, config: "DiCConfig") -> bool:
+        """Whether ``scan_blocks`` runs this stage as one ``nn.scan`` (identical blocks: not a decoder)."""
+        return config.scan_blocks and not self.skip_width and self.depth > 0
+
 
 def stage_plan(config: DiCConfig) -> list[Stage]:
     """The stages in execution order: ``L-1`` encoder stages, the middle, ``L-1`` decoder stages."""
@@ -280,8 +294,8 @@ class UNetBlock(nn.Module):
         chunks = jnp.split(params_NP, cfg.affinef, axis=-1)
         gate, (scale, shift) = (chunks[0], chunks[1:]) if cfg.affinef == 3 else (None, chunks)
 
-        norm0 = GroupNorm(group_count(c_in, cfg.num_groups, cfg.min_channels), cfg.eps, dtype, name="norm0")
-        norm1 = GroupNorm(group_count(c_out), cfg.eps, dtype, name="norm1")
+        norm0 = group_norm(group_count(c_in, cfg.num_groups, cfg.min_channels), cfg.eps, dtype, name="norm0")
+        norm1 = group_norm(group_count(c_out), cfg.eps, dtype, name="norm1")
         conv0 = conv2d(c_out, ("embed", "mlp"), dtype=dtype, name="conv0")
         conv1 = conv2d(c_out, ("mlp", "embed"), dtype=dtype, name="conv1")
         if cfg.blockconfig == 0:
@@ -341,11 +355,17 @@ class DiC(nn.Module):
                 j = k - levels
                 h = conv2d(4 * stage.width, ("embed", "mlp"), use_bias=False, dtype=dtype, name=f"ups_{j}")(h)
                 h = pixel_shuffle(h, 2)
-            for b in range(stage.depth):
+            pushes = [k < levels - 1 and (stage.depth - 1 - b) % cfg.skip_stride == 0 for b in range(stage.depth)]
+            if stage.scanned(cfg):
+                stack = repeated_blocks(UNetBlock, stage.depth, cfg.remat, name=stage.name, remat_kwargs=dict(
+                    static_argnums=(3,)), keep_outputs=any(pushes), out_channels=stage.width, config=cfg)
+                h, outputs = stack(h, c, train)
+                skips.extend(outputs[b] for b in range(stage.depth) if pushes[b])
+            for b in range(0 if stage.scanned(cfg) else stage.depth):
                 if stage.skip_width and b % cfg.skip_stride == 0:
                     h = jnp.concatenate([h, skips.pop()], axis=-1)
                 h = block_cls(stage.width, cfg, name=f"{stage.name}_{b}")(h, c, train)
-                if k < levels - 1 and (stage.depth - 1 - b) % cfg.skip_stride == 0:
+                if pushes[b]:
                     skips.append(h)
             if k < levels - 1:  # encoder: downsample to the next stage's width
                 if k == 0:

@@ -17,7 +17,7 @@ from jaxlab.models.common import (
     check_labels,
     forward_with_cfg,
     maybe_remat,
-    scan_blocks,
+    repeated_blocks,
     unpatchify,
 )
 from jaxlab.nn import (
@@ -121,20 +121,6 @@ class DiTBlock(nn.Module):
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
-class _ScannedBlock(nn.Module):
-    """``DiTBlock`` with the ``(carry, broadcast) -> (carry, None)`` signature ``nn.scan`` needs."""
-
-    num_heads: int
-    mlp_ratio: float
-    dtype: jnp.dtype
-    remat: str
-
-    @nn.compact
-    def __call__(self, x, c):
-        block = maybe_remat(DiTBlock, self.remat)
-        return block(self.num_heads, self.mlp_ratio, self.dtype, name="block")(x, c), None
-
-
 class FinalLayer(nn.Module):
     """adaLN (shift, scale) + zero-initialised Linear: ``[N, T, D] -> [N, T, p*p*out_channels]``."""
 
@@ -166,7 +152,9 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(cfg.hidden_size, dtype=dtype)
         self.y_embedder = LabelEmbedder(cfg.num_classes, cfg.hidden_size, cfg.class_dropout_prob, dtype=dtype)
         if cfg.scan_blocks:
-            self.blocks = scan_blocks(_ScannedBlock, cfg.depth)(cfg.num_heads, cfg.mlp_ratio, dtype, cfg.remat)
+            self.blocks = repeated_blocks(
+                DiTBlock, cfg.depth, cfg.remat, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dtype=dtype
+            )
         else:
             block = maybe_remat(DiTBlock, cfg.remat)
             self.blocks = [block(cfg.num_heads, cfg.mlp_ratio, dtype, name=f"blocks_{i}") for i in range(cfg.depth)]

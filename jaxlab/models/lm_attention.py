@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlab.nn import KVCache, dot_product_attention, init_kv_cache
-from jaxlab.nn.group_norm import GroupNorm
+from jaxlab.nn.modulation import group_norm
 from jaxlab.nn.kv_cache import write_slice
 from jaxlab.nn.linear import dense_general, logical_init
 from jaxlab.nn.linear_attention import (
@@ -184,7 +184,7 @@ class CausalSelfAttention(nn.Module):
             o = decayed_attention_factorised(qf, kf, v, jnp.exp(a), jnp.exp(bb), segment_ids=segment_ids)
         merged = o.reshape(b, t, n * hd)  # channel h * hd + i
         self.sow("intermediates", "attn_core_merged", merged)
-        normed = GroupNorm(hd, 1e-5, dtype=jnp.float32, name="group_norm")(merged.reshape(b * t, n * hd))
+        normed = group_norm(hd, 1e-5, jnp.float32, name="group_norm")(merged.reshape(b * t, n * hd))
         normed = normed.reshape(b, t, n * hd)
         gate = jax.nn.silu(jnp.einsum("btd,de->bte", x, w_g.astype(x.dtype)).astype(jnp.float32))
         self.sow("intermediates", "group_norm_out", normed)

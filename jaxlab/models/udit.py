@@ -24,6 +24,7 @@ from jaxlab.models.common import (
     check_labels,
     forward_with_cfg,
     maybe_remat,
+    repeated_blocks,
 )
 from jaxlab.nn import (
     AdaLNModulation,
@@ -77,6 +78,9 @@ class UDiTConfig(ModelConfig):
       downsampler: "dwconv<k>": depthwise ``k x k`` conv that pre-mixes the attention input.
       down_shortcut: add the identity to the depthwise conv's output.
       dtype / remat: jaxlab's compute dtype (params stay float32) and per-block remat policy.
+      scan_blocks: run each stage's (identical) blocks as one ``nn.scan`` (one compiled block per
+        stage; parameters stacked under ``<stage>/block``). The ``enc1_block0`` intermediate is
+        sown only without it; the attentions' ``tokens`` are stacked per stage.
     """
 
     input_size: int = 32
@@ -98,6 +102,7 @@ class UDiTConfig(ModelConfig):
     down_shortcut: bool = False
     dtype: str = "float32"
     remat: str = "none"
+    scan_blocks: bool = False
 
     def __post_init__(self):
         # JSON / ConfigDict give lists and 0/1 flags; store hashable tuples and bools.
@@ -346,7 +351,8 @@ def reparameterize(cfg: "UDiTConfig", params: dict) -> tuple["UDiTConfig", dict]
         out = {}
         for key, value in tree.items():
             if key == "mlp" and "dwconv_0" in value:
-                out[key] = fuse_rep_ffn(value)
+                stacked = jnp.ndim(value["dwconv_0"]["kernel"]) == 5  # [layers, k, k, 1, C] under scan_blocks
+                out[key] = (jax.vmap(fuse_rep_ffn) if stacked else fuse_rep_ffn)(value)
             elif isinstance(value, dict):
                 out[key] = walk(value)
             else:
@@ -440,13 +446,15 @@ class UDiT(nn.Module):
         block_cls = maybe_remat(UDiTBlock, cfg.remat)
         stages = []
         for stage, depth, factor in zip(STAGES, cfg.depth, cfg.down_factors):
-            stages.append([
-                block_cls(
-                    cfg.num_heads, factor, cfg.mlp_ratio, cfg.ffn_type, cfg.rep, cfg.kernel_size, cfg.down_shortcut,
-                    cfg.attn_type == "v2", cfg.posemb_type == "rope2d", dtype, name=f"{stage}_{i}",
-                )
-                for i in range(depth)
-            ])
+            fields = dict(
+                num_heads=cfg.num_heads, down_factor=factor, mlp_ratio=cfg.mlp_ratio, ffn_type=cfg.ffn_type,
+                rep=cfg.rep, kernel_size=cfg.kernel_size, shortcut=cfg.down_shortcut, cosine=cfg.attn_type == "v2",
+                rope=cfg.posemb_type == "rope2d", dtype=dtype,
+            )
+            if cfg.scan_blocks and depth:
+                stages.append([repeated_blocks(UDiTBlock, depth, cfg.remat, name=stage, **fields)])
+            else:
+                stages.append([block_cls(**fields, name=f"{stage}_{i}") for i in range(depth)])
         self.stages = stages
         # 3x3 convs between levels (no bias) and the 1x1 skip reductions; the output width is sharded.
         axes = (None, "embed")
@@ -492,6 +500,10 @@ class UDiT(nn.Module):
         return out.astype(jnp.float32)
 
     def _run(self, blocks, h, c, sow_first: str | None = None):
+        if self.config.scan_blocks:
+            for stack in blocks:  # one scanned stack (none for a stage of depth 0)
+                h, _ = stack(h, c)
+            return h
         for i, block in enumerate(blocks):
             h = block(h, c)
             if sow_first and i == 0:
@@ -523,8 +535,11 @@ def param_shapes(cfg: UDiTConfig) -> dict:
 
 
 def param_count(cfg: UDiTConfig, fused: bool = False) -> int:
-    """Number of parameters of ``UDiT(cfg)``; ``fused``: after ``reparameterize`` (the paper's count)."""
-    shapes = param_shapes(cfg)
+    """Number of parameters of ``UDiT(cfg)``; ``fused``: after ``reparameterize`` (the paper's count).
+
+    Counted on the ``scan_blocks`` layout (the same leaves, stacked per stage), which traces one
+    block per stage instead of every block."""
+    shapes = param_shapes(cfg.replace(scan_blocks=True))
     if fused:
         shapes = jax.eval_shape(lambda p: reparameterize(cfg, p)[1], shapes)
     return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes))

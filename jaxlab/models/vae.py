@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlab.models.common import ModelConfig
-from jaxlab.nn import dense, dot_product_attention, logical_init
+from jaxlab.nn import dense, dot_product_attention, group_norm, logical_init
 from jaxlab.nn.conv import conv2d
 
 # PyTorch's default Conv2d/Linear init (kaiming_uniform with a = sqrt(5)): U(+-1/sqrt(fan_in)).
@@ -142,9 +142,7 @@ def sample_posterior(mean: jax.Array, logvar: jax.Array, rng: jax.Array) -> jax.
 
 def _group_norm(groups: int, dtype, name: str) -> nn.GroupNorm:
     # Two-pass float32 statistics, as torch's group_norm; eps 1e-6 everywhere in the VAE.
-    return nn.GroupNorm(num_groups=groups, epsilon=1e-6, dtype=dtype, use_fast_variance=False,
-                        scale_init=logical_init(nn.initializers.ones_init(), ("embed",)),
-                        bias_init=logical_init(nn.initializers.zeros_init(), ("embed",)), name=name)
+    return group_norm(groups, 1e-6, dtype, name)
 
 
 def _conv(features: int, dtype, name: str, kernel_size: int = 3) -> nn.Module:

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlab.nn.conv import conv2d
-from jaxlab.nn.linear import dense, zeros
+from jaxlab.nn.linear import dense, logical_init, zeros
 
 
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
@@ -21,6 +21,20 @@ def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
 def layer_norm_no_affine(dtype=jnp.float32, epsilon: float = 1e-6, name: str | None = None) -> nn.LayerNorm:
     """LayerNorm without scale/bias (PyTorch ``elementwise_affine=False``); stats in float32."""
     return nn.LayerNorm(epsilon=epsilon, use_scale=False, use_bias=False, dtype=dtype, name=name)
+
+
+def group_norm(
+    num_groups: int, epsilon: float, dtype=jnp.float32, name: str | None = None, axis_name: str | None = "embed"
+) -> nn.GroupNorm:
+    """``torch.nn.GroupNorm`` numerics as ``flax.linen.GroupNorm``: on ``[N, ..., C]``, groups are
+    contiguous channel blocks (NCHW weights carry over unchanged), statistics over all non-batch
+    axes of each group in float32 with a two-pass (biased) variance (``use_fast_variance=False``),
+    the result in ``dtype``. ``scale``/``bias`` are ``[C]`` float32 named ``axis_name``."""
+    return nn.GroupNorm(
+        num_groups=num_groups, epsilon=epsilon, dtype=dtype, use_fast_variance=False,
+        scale_init=logical_init(nn.initializers.ones_init(), (axis_name,)),
+        bias_init=logical_init(nn.initializers.zeros_init(), (axis_name,)), name=name,
+    )
 
 
 class AdaLNModulation(nn.Module):

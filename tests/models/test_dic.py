@@ -51,6 +51,22 @@ def test_forward_with_cfg_matches_reference(golden):
     case.assert_close("forward_with_cfg", nhwc_to_nchw(out))
 
 
+def test_scanned_stages_match_the_reference():
+    """``scan_blocks`` stacks the encoder and middle stages (skips taken from the kept block
+    outputs) and converts the same checkpoint; outputs equal the reference and the unscanned model."""
+    case = GoldenCase("dic", "dic_forward_small")
+    module, params = from_torch("dic", case.meta["constructor"], case.state_dict, scan_blocks=True, remat="full")
+    assert params["enc_blocks_0"]["block"]["conv0"]["kernel"].shape[0] == 4 and "enc_blocks_0_0" not in params
+    assert params["lat_blocks_0"]["block"]["conv1"]["kernel"].shape[0] == 2 and "dec_blocks_0_0" in params
+    x, t, y = nchw_to_nhwc(case["inputs/x"]), case["inputs/t"], case["inputs/y"]
+    out = jax.jit(module.apply)({"params": params}, x, t, y)
+    case.assert_close("forward", nhwc_to_nchw(out))
+    # Train mode with block dropout traces through the scan (train is a static flag of the remat).
+    dropout = DiC(module.config.replace(dropout=0.5))
+    jaxpr = jax.make_jaxpr(lambda p: dropout.apply({"params": p}, x, t, y, True, rngs={"dropout": jax.random.key(0)}))(params)
+    assert jaxpr.out_avals[0].shape == out.shape
+
+
 # --------------------------------------------------------------------------- presets and configs
 
 # Parameter counts of the official named configs (input 32, 1000 classes), from the reference SPEC.

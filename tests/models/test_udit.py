@@ -102,6 +102,27 @@ def test_train_mode_changes_only_the_labels():
     np.testing.assert_allclose(dropped, null, **case.golden.tolerance("out"))
 
 
+def test_scanned_stages_match_the_unscanned_model_and_fuse():
+    """``scan_blocks`` (with remat inside the scan) converts the same checkpoint to stacked stages
+    that compute the unscanned model's output; ``reparameterize`` fuses every stacked layer as it
+    fuses the unscanned ones (whose fused model matches the reference, above)."""
+    case = converted("udit_forward_variant")  # two blocks in encoder_level_2
+    module, params = from_torch("udit", case.golden.meta["constructor"], case.golden.state_dict, scan_blocks=True,
+                                remat="dots_saveable")
+    assert not any(name.startswith("encoder_level_2_") for name in params)
+    assert params["encoder_level_2"]["block"]["sub1"]["adaLN_modulation"]["linear"]["kernel"].shape[0] == 2
+    expected, _ = case.eval(case.params, case.x, case.t, case.y)
+    np.testing.assert_allclose(jax.jit(module.apply)({"params": params}, case.x, case.t, case.y), expected,
+                               rtol=1e-5, atol=1e-5)
+
+    rep = converted("udit_forward_small")  # rep FFNs
+    module, params = from_torch("udit", rep.golden.meta["constructor"], rep.golden.state_dict, scan_blocks=True)
+    (_, fused), (_, expected) = reparameterize(module.config, params), reparameterize(rep.module.config, rep.params)
+    for stage in ("encoder_level_1", "latent"):
+        for a, b in zip(jax.tree_util.tree_leaves(fused[stage]["block"]), jax.tree_util.tree_leaves(expected[f"{stage}_0"])):
+            np.testing.assert_allclose(a[0], b, rtol=1e-6, atol=1e-7)
+
+
 # --------------------------------------------------------------------------- presets
 
 # (parameters as built by the official code, parameters after rep-FFN fusion = the paper's Tab. 8, GFLOPs (MACs)).
