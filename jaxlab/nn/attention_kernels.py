@@ -28,7 +28,6 @@ import functools
 import logging
 from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
@@ -153,13 +152,12 @@ def per_device(kernel: Callable, axes: tuple, q: jax.Array, k: jax.Array, v: jax
 
 
 def _mesh_axes(logical: str, mesh, sizes: tuple[int, ...]):
-    """The mesh axes ``logical`` resolves to under flax's active rules, if they divide every size."""
-    resolved = nn.logical_to_mesh_axes((logical,))[0]
-    axes = (resolved,) if isinstance(resolved, str) else tuple(resolved or ())
-    axes = tuple(a for a in axes if a in mesh.axis_names and mesh.shape[a] > 1)
-    count = 1
-    for a in axes:
-        count *= mesh.shape[a]
-    if not axes or any(size % count for size in sizes):
+    """The mesh axes ``logical`` resolves to under flax's active rules (the one resolver,
+    ``jaxlab.train.sharding.logical_to_spec``), if they divide every size."""
+    from jaxlab.train.sharding import logical_to_spec
+
+    specs = {logical_to_spec((logical,), (size,), mesh, rules=None)[0] for size in sizes}
+    if len(specs) != 1 or None in specs:
         return None
-    return axes
+    (axes,) = specs
+    return (axes,) if isinstance(axes, str) else tuple(axes)

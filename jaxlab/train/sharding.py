@@ -4,10 +4,14 @@ Mesh axes: ``data`` (pure data parallelism), ``fsdp`` (data parallelism with par
 optimizer state sharded over it) and ``tensor`` (model parallelism over MLP / heads / vocab).
 The batch is split over ``data x fsdp``; ``tensor`` shards weights and replicates the batch.
 
-Logical names (``jaxlab.nn.LOGICAL_AXES``) resolve to mesh axes through ``LOGICAL_RULES``. Each
-mesh axis shards at most one dimension of an array: a later dimension that asks for an axis
-already used stays replicated (e.g. a ``("embed", "embed")`` kernel is sharded on its first
-dimension only), and so does a dimension whose size the mesh axes do not divide.
+Logical names (``jaxlab.nn.LOGICAL_AXES``) resolve to mesh axes through ``LOGICAL_RULES``, in
+one way for parameters, activations and the attention kernels' ``shard_map``: ``logical_to_spec``
+applies flax's precedence (``nn.logical_to_mesh_axes``, the resolution ``nn.with_logical_constraint``
+uses for activations under ``nn.logical_axis_rules``): rule by rule, each rule's mesh axes go to
+the first dimension carrying its name unless an earlier rule already used them, so each mesh axis
+shards at most one dimension (a ``("embed", "embed")`` kernel is sharded on its first dimension
+only). Parameters and kernels then fit the result to the mesh: a dimension whose size the mesh
+axes do not divide stays replicated.
 """
 
 import math
@@ -83,25 +87,42 @@ def data_parallel_size(mesh: Mesh) -> int:
 
 
 def logical_to_spec(
-    names: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules=LOGICAL_RULES
+    names: Sequence[str | None], shape: Sequence[int], mesh, rules=LOGICAL_RULES
 ) -> PartitionSpec:
-    """PartitionSpec for an array of ``shape`` whose dimensions carry logical ``names``."""
+    """PartitionSpec for an array of ``shape`` whose dimensions carry logical ``names``.
+
+    Precedence is flax's (``nn.logical_to_mesh_axes``, which ``nn.with_logical_constraint``
+    applies to activations): rule by rule, a rule's mesh axes go to the first dimension carrying
+    its name unless that dimension is assigned or an axis is taken. Unlike flax, a name may repeat
+    (a ``("embed", "embed")`` kernel: the later dimension stays replicated). Then the result is
+    fitted to ``mesh`` (a ``Mesh`` or ``AbstractMesh``): axes of size 1 are dropped and a
+    dimension the axes do not divide is replicated. ``rules=None``: the rules active in flax's
+    ``nn.logical_axis_rules`` context.
+    """
     if len(names) != len(shape):
         raise ValueError(f"logical names {tuple(names)} do not match an array of shape {tuple(shape)}")
-    table = dict(rules)
-    used: set[str] = set()
-    spec = []
-    for name, size in zip(names, shape):
-        if name is not None and name not in table:
+    rules = tuple(nn.get_logical_axis_rules() if rules is None else rules)
+    known = {name for name, _ in rules}
+    for name in names:
+        if name is not None and name not in known:
             raise ValueError(f"logical axis {name!r} has no rule in jaxlab.train.sharding.LOGICAL_RULES")
-        target = table.get(name) if name is not None else None
-        axes = (target,) if isinstance(target, str) else tuple(target or ())
-        axes = tuple(a for a in axes if mesh.shape[a] > 1)
-        if not axes or used & set(axes) or size % math.prod(mesh.shape[a] for a in axes):
-            spec.append(None)
+    names = list(names)
+    assigned: dict[int, tuple[str, ...]] = {}
+    for name, target in rules:
+        if name not in names:
             continue
-        used.update(axes)
-        spec.append(axes[0] if len(axes) == 1 else axes)
+        pos = names.index(name)
+        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        taken = {a for used in assigned.values() for a in used}
+        if pos not in assigned and not taken & set(axes):
+            assigned[pos] = axes
+    spec = []
+    for pos, size in enumerate(shape):
+        axes = tuple(a for a in assigned.get(pos, ()) if mesh.shape.get(a, 1) > 1)
+        if not axes or size % math.prod(mesh.shape[a] for a in axes):
+            spec.append(None)
+        else:
+            spec.append(axes[0] if len(axes) == 1 else axes)
     return PartitionSpec(*spec)
 
 

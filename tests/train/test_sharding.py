@@ -1,5 +1,6 @@
 """jaxlab.train.sharding: mesh sizes, the logical-axis rules, batch checks (no devices needed)."""
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -47,6 +48,18 @@ def test_logical_to_spec():
     assert sh.logical_to_spec(("batch", "embed"), (8, 64), FakeMesh(data=4, fsdp=1, tensor=1)) == P("data", None)
     with pytest.raises(ValueError, match="no rule"):
         sh.logical_to_spec(("pixels",), (4,), mesh)
+
+
+def test_parameters_and_activations_resolve_alike():
+    """One precedence for parameters (logical_to_spec) and activations (flax's
+    nn.logical_to_mesh_axes under nn.logical_axis_rules): rule order, not dimension order."""
+    mesh = FakeMesh(data=2, fsdp=2, tensor=2)
+    for names in [("heads", "mlp"), ("mlp", "heads"), ("batch", "length", "embed"), ("vocab", "embed"),
+                  ("batch", "heads", "length", "kv"), ("layers", "embed", "mlp")]:
+        assert sh.logical_to_spec(names, (8,) * len(names), mesh) == nn.logical_to_mesh_axes(names, sh.LOGICAL_RULES)
+    assert sh.logical_to_spec(("heads", "mlp"), (8, 8), mesh) == P(None, "tensor")  # the "mlp" rule comes first
+    with nn.logical_axis_rules(sh.LOGICAL_RULES):  # rules=None: the active rules, as the attention kernels read them
+        assert sh.logical_to_spec(("batch", "heads"), (8, 4), mesh, rules=None) == P(("data", "fsdp"), "tensor")
 
 
 def test_batch_divisibility_errors():
