@@ -46,10 +46,14 @@ def dot_product_attention(
       cannot take the shapes or the mask it logs one line and that platform runs the XLA path.
     - CPU and others: ``xla_attention``.
 
-    Autodiff: reverse mode uses the kernels' backward kernels; forward mode (``jax.jvp``) works
-    everywhere; second derivatives (``jax.hessian``) need ``implementation="xla"`` where a kernel
-    applies (the Pallas kernels define first-order VJPs only, and every platform's branch is
-    differentiated, also on CPU).
+    Autodiff: reverse mode (``jax.grad``) uses the kernels' backward kernels. The Pallas kernels
+    define first-order VJPs only (no forward mode, no second derivatives), so where forward-mode
+    autodiff is visible when this function is traced (``jax.jvp``, ``jax.jacfwd``,
+    ``jax.hessian`` applied around the call) the XLA path runs on every platform instead, with a
+    one-line log. A forward-mode transformation applied to an already-traced program (e.g.
+    ``jax.hessian(jax.jit(f))``, or through ``nn.scan``/``nn.remat`` bodies, which are traced
+    before they are differentiated) cannot be seen here; pass ``implementation="xla"`` for such
+    uses (the Pallas TPU kernel raises "Higher-order AD not supported" otherwise).
 
     Where the kernels and the XLA path differ: a query that sees no key at all (all its keys
     masked) gets the mean of all values from the XLA path; the kernels return another value for
@@ -78,6 +82,9 @@ def dot_product_attention(
 
     if implementation == "xla":
         return xla_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal)
+    if _under_forward_mode(q, k, v):
+        kernels.log_fallback("TPU/GPU flash attention", "forward-mode autodiff (jvp, jacfwd, hessian) is tracing it")
+        return xla_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal)
     key_padding = _key_padding_kind(mask)
     use_tpu = _kernel_applies("TPU flash attention", kernels.tpu_constraint_error(t, s, h, key_padding))
     use_gpu = _kernel_applies("GPU flash attention", kernels.gpu_constraint_error(t, s, h, key_padding, is_causal))
@@ -85,6 +92,25 @@ def dot_product_attention(
         return xla_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal)
     axes = kernels.shard_axes(q.shape, k.shape)
     return _per_platform(q, k, v, mask, scale, is_causal, use_tpu, use_gpu, axes)
+
+
+def _under_forward_mode(*arrays) -> bool:
+    """Whether a forward-mode autodiff tracer (``jax.jvp``, also inside ``jax.hessian``/``jacfwd``)
+    is among the tracers wrapping ``arrays``. Reverse mode (``jax.grad``/``vjp``) linearizes
+    without JVP tracers and is not detected. Walks each tracer's wrapped value (``primal`` of
+    autodiff tracers, ``val`` of batching / shard_map tracers)."""
+    from jax._src.interpreters.ad import JVPTracer
+
+    pending = [x for x in arrays if isinstance(x, jax.core.Tracer)]
+    while pending:
+        x = pending.pop()
+        if isinstance(x, JVPTracer):
+            return True
+        for attr in ("primal", "val"):
+            inner = getattr(x, attr, None)
+            if isinstance(inner, jax.core.Tracer):
+                pending.append(inner)
+    return False
 
 
 def _kernel_applies(kernel: str, reason: str | None) -> bool:
