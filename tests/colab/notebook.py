@@ -16,16 +16,25 @@ from tests.installed import ROOT, shared_environment
 KERNEL = "jaxlab-installed"
 
 
-def execute_notebook(name: str, monkeypatch, parameters: dict[str, object] | None = None, timeout: int = 180):
+def execute_notebook(name: str, monkeypatch, parameters: dict[str, object] | None = None, timeout: int = 180,
+                     fresh_install: bool = False):
     """Runs ``colab/<name>`` top to bottom and returns ``(notebook, all code-cell outputs)``.
 
     ``parameters`` replace assignments ``NAME = ...`` in the notebook's cell tagged
     ``parameters`` (papermill's convention), e.g. fewer training steps for CI.
+
+    ``fresh_install``: start from an environment without jaxlab, so the notebook's install cell
+    must install it (test_dit_notebook.py does). Otherwise jaxlab is already installed from the
+    same wheel and the install cell takes its "already installed" branch: every notebook's install
+    cell is the same cell (test_install_cell.py), so its install branch is run once per session
+    instead of a pip uninstall + install per notebook.
     """
     installed_env = shared_environment()
     tmp_path = pathlib.Path(tempfile.mkdtemp(prefix=name.removesuffix(".ipynb") + "-", dir=installed_env.workdir))
-    if installed_env.has_jaxlab():
-        installed_env.uninstall()  # every notebook must install jaxlab itself
+    if fresh_install and installed_env.has_jaxlab():
+        installed_env.uninstall()  # the notebook must install jaxlab itself
+    elif not fresh_install and not installed_env.has_jaxlab():
+        installed_env.install()
     jupyter = installed_env.workdir.parent / "jupyter"
     spec = jupyter / "kernels" / KERNEL / "kernel.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +55,7 @@ def execute_notebook(name: str, monkeypatch, parameters: dict[str, object] | Non
     if parameters:
         _set_parameters(nb, parameters)
     NotebookClient(nb, kernel_name=KERNEL, timeout=timeout, resources={"metadata": {"path": str(run_dir)}}).execute()
-    assert installed_env.has_jaxlab(), f"{name} ran without installing jaxlab"
+    assert installed_env.has_jaxlab(), f"{name} ran without jaxlab installed"
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     return nb, outputs
 

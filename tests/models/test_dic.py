@@ -172,6 +172,9 @@ def tiny():
     return module, _random_params(module)
 
 
+# Slow: make_class_sampler is tested by tests/diffusion/test_sampling.py::test_class_sampler_with_guidance_on_a_tiny_dit
+# and a DiC samples through it in tests/colab/test_dic_notebook.py, both in the default run.
+@pytest.mark.slow
 def test_tiny_model_samples_through_the_class_pipeline(tiny):
     module, params = tiny
     diffusion = sampling_diffusion("ddim", 3, module.config.learn_sigma)

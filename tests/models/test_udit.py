@@ -174,6 +174,9 @@ def tiny():
     return _randomised(UDiTConfig.from_dict(to_dict(get_config("tiny").model)))
 
 
+# Slow: make_class_sampler is tested by tests/diffusion/test_sampling.py::test_class_sampler_with_guidance_on_a_tiny_dit
+# and a U-DiT samples through it in tests/colab/test_udit_notebook.py, both in the default run.
+@pytest.mark.slow
 def test_class_sampler_runs_the_model(tiny):
     module, params = tiny
     diffusion = sampling_diffusion("ddim", 4, module.config.learn_sigma)
@@ -187,19 +190,31 @@ def test_class_sampler_runs_the_model(tiny):
     np.testing.assert_allclose(other[1:], out[1:], rtol=1e-5, atol=1e-5)
 
 
-def test_remat_computes_the_same_function_and_gradient(tiny):
+def _remat_case(tiny):
     cfg = tiny[0].config.replace(depth=(1, 0, 0, 0, 0))  # one block is enough to check the wrapping
     module, params = _randomised(cfg)
     x = jax.random.normal(jax.random.key(2), (2, 8, 8, 4))
     t, y = jnp.array([3, 700]), jnp.array([1, 10])
+    return module, UDiT(cfg.replace(remat="full")), params, (x, t, y)
+
+
+def test_remat_switch_takes_effect(tiny):
+    module, remat, params, (x, t, y) = _remat_case(tiny)
+    for m, calls in ((module, 0), (remat, 1)):  # one remat call for the one block
+        jaxpr = str(jax.make_jaxpr(lambda p: m.apply({"params": p}, x, t, y))(params))
+        assert len(re.findall(r"= (?:remat2?|checkpoint)\[", jaxpr)) == calls, m.config.remat
+
+
+# Slow: maybe_remat (shared by every family) computing the same function is tested by
+# tests/models/test_dit.py::test_scan_and_remat_compute_the_same_function in the default run, and
+# remat inside U-DiT's scanned stages by test_scanned_stages_match_the_unscanned_model_and_fuse.
+@pytest.mark.slow
+def test_remat_computes_the_same_function_and_gradient(tiny):
+    module, remat, params, (x, t, y) = _remat_case(tiny)
 
     def loss(p, m):
         return jnp.mean(m.apply({"params": p}, x, t, y) ** 2)
 
-    remat = UDiT(cfg.replace(remat="full"))
-    for m, calls in ((module, 0), (remat, 1)):  # the switch takes effect: one remat call for the one block
-        jaxpr = str(jax.make_jaxpr(lambda p: m.apply({"params": p}, x, t, y))(params))
-        assert len(re.findall(r"= (?:remat2?|checkpoint)\[", jaxpr)) == calls, m.config.remat
     (l0, g0), (l1, g1) = (jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, m) for m in (module, remat))
     np.testing.assert_allclose(l1, l0, rtol=1e-6)
     for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)):

@@ -35,11 +35,13 @@ def test_matches_jax(case):
     def loss(fn, q, k, v):
         return (fn(q, k, v, **kwargs) * jnp.cos(jnp.arange(8.0))).sum()
 
-    np.testing.assert_allclose(
-        dot_product_attention(q, k, v, **kwargs), jax.nn.dot_product_attention(q, k, v, **kwargs), atol=1e-5, rtol=1e-5
-    )
-    ours = jax.grad(loss, argnums=(1, 2, 3))(dot_product_attention, q, k, v)
-    theirs = jax.grad(loss, argnums=(1, 2, 3))(jax.nn.dot_product_attention, q, k, v)
+    @jax.jit  # one program per case: op-by-op dispatch of the gradients compiles several times longer
+    def outputs_and_grads(q, k, v):
+        fns = (dot_product_attention, jax.nn.dot_product_attention)
+        return [(fn(q, k, v, **kwargs), jax.grad(loss, argnums=(1, 2, 3))(fn, q, k, v)) for fn in fns]
+
+    (out, ours), (expected, theirs) = outputs_and_grads(q, k, v)
+    np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
@@ -62,19 +64,35 @@ def test_jvp_and_hessian_through_attention():
     q, k, v = _qkv(2)
     f = lambda q: jnp.tanh(dot_product_attention(q, k, v, is_causal=True)).sum()  # noqa: E731
     g = lambda q: jnp.tanh(jax.nn.dot_product_attention(q, k, v, is_causal=True)).sum()  # noqa: E731
-    dq = jnp.cos(q)
-    np.testing.assert_allclose(jax.jvp(f, (q,), (dq,))[1], jax.jvp(g, (q,), (dq,))[1], rtol=1e-4, atol=1e-5)
-    small = q[:1, :2, :1]
     h = lambda s: f(q.at[:1, :2, :1].set(s))  # noqa: E731
-    np.testing.assert_allclose(jax.hessian(h)(small), jax.jacrev(jax.jacrev(h))(small), rtol=1e-4, atol=1e-5)
+
+    @jax.jit
+    def derivatives(q, dq, small):
+        return jax.jvp(f, (q,), (dq,))[1], jax.jvp(g, (q,), (dq,))[1], jax.hessian(h)(small), jax.jacrev(jax.jacrev(h))(small)
+
+    jvp_ours, jvp_theirs, hessian, reverse_reverse = derivatives(q, jnp.cos(q), q[:1, :2, :1])
+    np.testing.assert_allclose(jvp_ours, jvp_theirs, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(hessian, reverse_reverse, rtol=1e-4, atol=1e-5)
 
 
-def test_jvp_at_kernel_sizes_and_hessian_with_the_xla_path():
-    """Where a Pallas kernel applies (128 tokens) forward mode still works on CPU; second
-    derivatives need ``implementation="xla"`` there (the kernels' VJPs are first-order only)."""
+def test_forward_mode_at_kernel_sizes_runs_the_xla_path_and_reverse_mode_keeps_the_kernel():
+    """At 128 tokens a Pallas kernel applies; its VJP is first-order only, so under forward mode
+    (jvp, hessian) the XLA path runs, while reverse mode keeps the kernel (lowered for TPU)."""
     q = jax.random.normal(jax.random.key(0), (1, 128, 1, 8))
-    f = lambda q, impl: jnp.tanh(dot_product_attention(q, q, q, is_causal=True, implementation=impl)).sum()  # noqa: E731
-    np.testing.assert_allclose(jax.jvp(lambda a: f(a, None), (q,), (jnp.cos(q),))[1],
-                               jax.jvp(lambda a: f(a, "xla"), (q,), (jnp.cos(q),))[1], rtol=1e-5)
-    h = lambda s: f(q.at[0, 0, 0, :2].set(s), "xla")  # noqa: E731
-    assert np.isfinite(jax.hessian(h)(jnp.ones(2))).all()
+    f = lambda q, fn: jnp.tanh(fn(q, q, q, is_causal=True)).sum()  # noqa: E731
+    h = lambda s, fn: f(q.at[0, 0, 0, :2].set(s), fn)  # noqa: E731
+    ours, theirs = dot_product_attention, jax.nn.dot_product_attention
+
+    @jax.jit
+    def derivatives(q, s):
+        return [(jax.hessian(h)(s, fn), jax.jvp(lambda a: f(a, fn), (q,), (jnp.cos(q),))[1]) for fn in (ours, theirs)]
+
+    (hessian, jvp), (expected_hessian, expected_jvp) = derivatives(q, jnp.ones(2))
+    np.testing.assert_allclose(hessian, expected_hessian, rtol=1e-4)
+    np.testing.assert_allclose(jvp, expected_jvp, rtol=1e-5)
+
+    def lowered_for_tpu(fn, *args):
+        return jax.jit(fn).trace(*args).lower(lowering_platforms=("tpu",)).as_text()
+
+    assert "tpu_custom_call" in lowered_for_tpu(jax.grad(lambda a: f(a, ours)), q)
+    assert "tpu_custom_call" not in lowered_for_tpu(jax.hessian(lambda s: h(s, ours)), jnp.ones(2))

@@ -24,9 +24,13 @@ def test_values_and_gradients_match_grouped_conv(kernel_size):
     def loss(conv, x, w):  # a non-uniform cotangent, so every tap and border is checked
         return (conv(x, w) * jnp.sin(jnp.arange(x.size).reshape(x.shape))).sum()
 
-    np.testing.assert_allclose(depthwise_conv2d(x, w), grouped_conv(x, w), rtol=1e-5, atol=1e-5)
-    ours = jax.jit(jax.grad(lambda x, w: loss(depthwise_conv2d, x, w), argnums=(0, 1)))(x, w)
-    theirs = jax.grad(lambda x, w: loss(grouped_conv, x, w), argnums=(0, 1))(x, w)
+    @jax.jit  # one program: op-by-op dispatch compiles each of the k*k shifted products
+    def values_and_grads(x, w):
+        convs = (depthwise_conv2d, grouped_conv)
+        return [(conv(x, w), jax.grad(lambda x, w: loss(conv, x, w), argnums=(0, 1))(x, w)) for conv in convs]
+
+    (out, ours), (expected, theirs) = values_and_grads(x, w)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     for a, b in zip(ours, theirs):
         assert a.shape == b.shape and a.dtype == b.dtype
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -35,9 +39,9 @@ def test_values_and_gradients_match_grouped_conv(kernel_size):
 def test_bfloat16_gradients_keep_dtypes():
     x = jax.random.normal(jax.random.key(0), (2, 4, 4, 8)).astype(jnp.bfloat16)
     w = jax.random.normal(jax.random.key(1), (3, 3, 1, 8)).astype(jnp.bfloat16)
-    dx, dw = jax.grad(lambda x, w: depthwise_conv2d(x, w).astype(jnp.float32).sum(), argnums=(0, 1))(x, w)
+    dx, dw = jax.jit(jax.grad(lambda x, w: depthwise_conv2d(x, w).astype(jnp.float32).sum(), argnums=(0, 1)))(x, w)
     assert dx.dtype == dw.dtype == jnp.bfloat16
-    _, dw_ref = jax.grad(lambda x, w: grouped_conv(x, w).astype(jnp.float32).sum(), argnums=(0, 1))(
+    _, dw_ref = jax.jit(jax.grad(lambda x, w: grouped_conv(x, w).astype(jnp.float32).sum(), argnums=(0, 1)))(
         x.astype(jnp.float32), w.astype(jnp.float32)
     )
     np.testing.assert_allclose(np.asarray(dw, np.float32), dw_ref, rtol=2e-2, atol=5e-2)
@@ -50,8 +54,10 @@ def test_native_branch_matches_cpu_branch(dtype):
     w = jax.random.normal(jax.random.key(1), (5, 5, 1, 4)).astype(dtype)
     loss = lambda conv: lambda x, w: (conv(x, w).astype(jnp.float32) * jnp.cos(x.astype(jnp.float32))).sum()  # noqa: E731
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == jnp.float32 else dict(rtol=2e-2, atol=3e-2)
-    np.testing.assert_allclose(np.asarray(_native(x, w), np.float32), np.asarray(_shifted_products(x, w), np.float32), **tol)
-    for a, b in zip(jax.grad(loss(_native), (0, 1))(x, w), jax.grad(loss(_shifted_products), (0, 1))(x, w)):
+    native, shifted = jax.jit(lambda x, w: (_native(x, w), _shifted_products(x, w)))(x, w)
+    np.testing.assert_allclose(np.asarray(native, np.float32), np.asarray(shifted, np.float32), **tol)
+    grads = jax.jit(lambda x, w: [jax.grad(loss(conv), (0, 1))(x, w) for conv in (_native, _shifted_products)])
+    for a, b in zip(*grads(x, w)):
         scale = float(jnp.abs(b.astype(jnp.float32)).max())
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol["rtol"], atol=tol["atol"] * scale)
 
@@ -61,8 +67,8 @@ def test_bf16_accumulates_in_float32():
     (accumulating the 25 products in bf16 was off by ~0.1)."""
     x = (jax.random.normal(jax.random.key(0), (2, 16, 16, 8)) * 4).astype(jnp.bfloat16)
     w = jax.random.normal(jax.random.key(1), (5, 5, 1, 8)).astype(jnp.bfloat16)
-    exact = grouped_conv(x.astype(jnp.float32), w.astype(jnp.float32))
-    got = depthwise_conv2d(x, w).astype(jnp.float32)
+    exact = jax.jit(grouped_conv)(x.astype(jnp.float32), w.astype(jnp.float32))
+    got = jax.jit(depthwise_conv2d)(x, w).astype(jnp.float32)
     np.testing.assert_allclose(got, exact, rtol=8e-3, atol=1e-2)
 
 
@@ -70,7 +76,12 @@ def test_jvp_and_hessian_through_depthwise_conv():
     x = jax.random.normal(jax.random.key(0), (1, 4, 4, 2))
     w = jax.random.normal(jax.random.key(1), (3, 3, 1, 2))
     dx = jnp.sin(x)
-    _, tangent = jax.jvp(lambda a: depthwise_conv2d(a, w), (x,), (dx,))
-    np.testing.assert_allclose(tangent, grouped_conv(dx, w), rtol=1e-5, atol=1e-5)  # linear in x
     f = lambda w: jnp.tanh(depthwise_conv2d(x, w)).sum()  # noqa: E731
-    np.testing.assert_allclose(jax.hessian(f)(w), jax.jacrev(jax.jacrev(f))(w), rtol=1e-4, atol=1e-5)
+
+    @jax.jit  # both platform branches are traced and differentiated (the native one too)
+    def derivatives(x, dx, w):
+        return jax.jvp(lambda a: depthwise_conv2d(a, w), (x,), (dx,))[1], jax.hessian(f)(w), jax.jacrev(jax.jacrev(f))(w)
+
+    tangent, hessian, reverse_reverse = derivatives(x, dx, w)
+    np.testing.assert_allclose(tangent, grouped_conv(dx, w), rtol=1e-5, atol=1e-5)  # linear in x
+    np.testing.assert_allclose(hessian, reverse_reverse, rtol=1e-4, atol=1e-5)
