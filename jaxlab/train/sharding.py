@@ -97,15 +97,17 @@ def logical_to_spec(
     (a ``("embed", "embed")`` kernel: the later dimension stays replicated). Then the result is
     fitted to ``mesh`` (a ``Mesh`` or ``AbstractMesh``): axes of size 1 are dropped and a
     dimension the axes do not divide is replicated. ``rules=None``: the rules active in flax's
-    ``nn.logical_axis_rules`` context.
+    ``nn.logical_axis_rules`` context (none active: everything replicated).
     """
     if len(names) != len(shape):
         raise ValueError(f"logical names {tuple(names)} do not match an array of shape {tuple(shape)}")
-    rules = tuple(nn.get_logical_axis_rules() if rules is None else rules)
-    known = {name for name, _ in rules}
-    for name in names:
-        if name is not None and name not in known:
-            raise ValueError(f"logical axis {name!r} has no rule in jaxlab.train.sharding.LOGICAL_RULES")
+    if rules is None:  # flax's active rules; a name they do not cover is replicated, as flax does
+        rules = tuple(nn.get_logical_axis_rules())
+    else:
+        known = {name for name, _ in rules}
+        for name in names:
+            if name is not None and name not in known:
+                raise ValueError(f"logical axis {name!r} has no rule in jaxlab.train.sharding.LOGICAL_RULES")
     names = list(names)
     assigned: dict[int, tuple[str, ...]] = {}
     for name, target in rules:

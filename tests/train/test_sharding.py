@@ -60,6 +60,7 @@ def test_parameters_and_activations_resolve_alike():
     assert sh.logical_to_spec(("heads", "mlp"), (8, 8), mesh) == P(None, "tensor")  # the "mlp" rule comes first
     with nn.logical_axis_rules(sh.LOGICAL_RULES):  # rules=None: the active rules, as the attention kernels read them
         assert sh.logical_to_spec(("batch", "heads"), (8, 4), mesh, rules=None) == P(("data", "fsdp"), "tensor")
+    assert sh.logical_to_spec(("batch", "heads"), (8, 4), mesh, rules=None) == P(None, None)  # no rules active
 
 
 def test_batch_divisibility_errors():
