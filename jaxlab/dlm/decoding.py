@@ -27,7 +27,6 @@ golden files record. Semantics follow the reference line by line, EOS/pad handli
 docs/dlm.md for the details and the two documented differences (tie order, refresh counter).
 """
 
-import collections
 import dataclasses
 import functools
 import math
@@ -50,9 +49,6 @@ from jaxlab.dlm.scoring import (
     top2_margin,
     top_p_logits,
 )
-
-# Python-level trace counters: a compiled decoder re-running does not touch them.
-TRACE_COUNTS: collections.Counter = collections.Counter()
 
 _OPTION_KEYS = ("top_p", "top_k")
 
@@ -293,7 +289,6 @@ def _score_fn(config: DecodeConfig):
 
 
 def _decode(module, config: DecodeConfig, params, prompt, key):
-    TRACE_COUNTS["decode"] += 1
     batch, p = prompt.shape
     g = config.generate_length
     length = p + g
@@ -339,7 +334,6 @@ def _decode(module, config: DecodeConfig, params, prompt, key):
         return jnp.any(s["tokens"] == mask) & ~s["stop"] & (s["step"] < max_steps)
 
     def body(s):
-        TRACE_COUNTS["decode_step"] += 1
         s = dict(s)
         key, sub = jax.random.split(s["key"])
         tokens, left, right, step = s["tokens"], s["left"], s["right"], s["step"]

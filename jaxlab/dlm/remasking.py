@@ -65,7 +65,6 @@ so no prefix or suffix is stable and prefix/dual caches are not well-defined (``
 (only the current block changes); not implemented.
 """
 
-import collections
 import dataclasses
 import math
 
@@ -77,7 +76,6 @@ from jaxlab.dlm.decoding import check_prompt
 from jaxlab.dlm.samplers import _compiled, _proposals, _Settings
 from jaxlab.dlm.scoring import gumbel, probability_of, top_k_mask
 
-TRACE_COUNTS: collections.Counter = collections.Counter()
 SCHEDULES = ("cap", "rescale", "conf", "loop")
 
 
@@ -254,7 +252,6 @@ def remdm_draws(row_key, step, prompt_length: int, gen_length: int, vocab: int):
 
 
 def _remdm(module, st: _RemdmSettings, params, prompt, prompt_mask, key):
-    TRACE_COUNTS["remdm"] += 1
     batch, p = prompt.shape
     length = p + st.gen_length
     pos = jnp.arange(length, dtype=jnp.int32)
@@ -268,7 +265,6 @@ def _remdm(module, st: _RemdmSettings, params, prompt, prompt_mask, key):
     x = jnp.concatenate([prompt, jnp.full((batch, st.gen_length), st.mask_id, jnp.int32)], axis=1)
 
     def body(i, s):
-        TRACE_COUNTS["remdm_step"] += 1
         x, commit_step, commit_conf, num_masked, num_remasked = s
         logits = logits_of(x).at[..., st.mask_id].set(-jnp.inf)
         g, u = jax.vmap(lambda k: remdm_draws(k, i, p, st.gen_length, logits.shape[-1]))(row_keys)
@@ -367,7 +363,6 @@ def llada_remask_generate(
 
 
 def _llada_remask(module, st: _LladaRemaskSettings, params, prompt, prompt_mask, key):
-    TRACE_COUNTS["llada_remask"] += 1
     b = st.base
     batch, p = prompt.shape
     length = p + b.gen_length
@@ -384,7 +379,6 @@ def _llada_remask(module, st: _LladaRemaskSettings, params, prompt, prompt_mask,
     gen = pos[None] >= p
 
     def body(it, s):
-        TRACE_COUNTS["llada_remask_step"] += 1
         x, commit_step, commit_conf, counts, num_masked, num_remasked, key = s
         key, sub = jax.random.split(key)
         block, j = it // iters, it % iters
@@ -472,7 +466,6 @@ def remedi_generate(
 
 
 def _remedi(module, st: _RemediSettings, params, prompt, prompt_mask, key):
-    TRACE_COUNTS["remedi"] += 1
     batch, p = prompt.shape
     length = p + st.gen_length
     num_blocks = st.gen_length // st.block_length
@@ -486,7 +479,6 @@ def _remedi(module, st: _RemediSettings, params, prompt, prompt_mask, key):
     x = jnp.concatenate([prompt, jnp.full((batch, st.gen_length), st.mask_id, jnp.int32)], axis=1)
 
     def body(it, s):
-        TRACE_COUNTS["remedi_step"] += 1
         x, commit_step, commit_conf, num_masked, num_remasked = s
         block, i = it // per_block, it % per_block
         start = p + block * st.block_length

@@ -16,7 +16,6 @@ program (``lax.fori_loop`` / ``lax.while_loop``), compiled once per configuratio
 ``jaxlab.dlm.scoring`` for the precision of confidences and of Gumbel noise.
 """
 
-import collections
 import dataclasses
 import functools
 
@@ -28,7 +27,6 @@ from jaxlab.dlm.cache import ModelCalls, bucket_widths
 from jaxlab.dlm.decoding import check_prompt, committed_positions
 from jaxlab.dlm.scoring import factor_count, gumbel, probability_of, threshold_count, top_k_mask
 
-TRACE_COUNTS: collections.Counter = collections.Counter()
 _CACHES = ("none", "prefix", "dual")
 _REMASKING = ("low_confidence", "random")
 
@@ -160,7 +158,6 @@ def llada_generate(
 
 
 def _llada(module, st: _Settings, params, prompt, prompt_mask, key):
-    TRACE_COUNTS["llada_generate"] += 1
     batch, p = prompt.shape
     length = p + st.gen_length
     per_block = st.steps // (st.gen_length // st.block_length)
@@ -181,7 +178,6 @@ def _llada(module, st: _Settings, params, prompt, prompt_mask, key):
         return module.apply({"params": params}, x, attention)
 
     def body(i, s):
-        TRACE_COUNTS["llada_generate_step"] += 1
         x, commit_step, commit_conf, counts, num_committed, key = s
         key, sub = jax.random.split(key)
         block, i_in = i // per_block, i % per_block
@@ -241,7 +237,6 @@ def fastdllm_generate(
 
 
 def _fastdllm(module, st: _Settings, params, prompt, key):
-    TRACE_COUNTS["fastdllm_generate"] += 1
     from jaxlab.models.dlm import init_cache
 
     batch, p = prompt.shape
@@ -266,7 +261,6 @@ def _fastdllm(module, st: _Settings, params, prompt, key):
     )
 
     def body(s):
-        TRACE_COUNTS["fastdllm_generate_step"] += 1
         s = dict(s)
         key, sub = jax.random.split(s["key"])
         x, i, nfe = s["x"], s["i"], s["nfe"]

@@ -13,10 +13,10 @@ import pytest
 
 from jaxlab.convert import from_torch
 from jaxlab.dlm import DecodeConfig, decode, fastdllm_generate, make_decoder
-from jaxlab.dlm import decoding
 from jaxlab.dlm.scoring import exponential_full_range, factor_count, gumbel, top_k_mask, top_p_logits
 from tests.conftest import GoldenCase
 from tests.dlm.oracles import oracle_decode, oracle_factor_count, oracle_fastdllm
+from tests.dlm.tracing import count_jit_traces, counting, programs
 
 CASE = GoldenCase("dlm", "dcd_sliding_threshold")
 # eos_id=18 is the token this model proposes most often, so EOS appears mid-sequence.
@@ -26,7 +26,8 @@ PROMPT = np.random.default_rng(1).integers(0, 56, (2, 5))
 
 @pytest.fixture(scope="module")
 def model():
-    return from_torch("llada", CASE.meta["constructor"]["kwargs"], CASE.state_dict)
+    module, params = from_torch("llada", CASE.meta["constructor"]["kwargs"], CASE.state_dict)
+    return counting(module), params  # counts its own traces (test_decoder_compiles_once_per_configuration)
 
 
 @pytest.mark.parametrize("name", ["dcd_sliding_threshold", "dcd_static_threshold", "dcd_sliding_dualcache"])
@@ -91,14 +92,15 @@ def test_fastdllm_variants_match_oracle(model, cache, threshold):
 def test_decoder_compiles_once_per_configuration(model):
     module, params = model
     config = DecodeConfig(window_type="sliding", generate_length=12, initial_window_length=4, cache_type="dual", **IDS)
-    before = dict(decoding.TRACE_COUNTS)
-    first = decode(module, params, PROMPT, config)
-    assert decoding.TRACE_COUNTS["decode"] == before.get("decode", 0) + 1
-    assert decoding.TRACE_COUNTS["decode_step"] == before.get("decode_step", 0) + 1  # loop body traced once
-    assert first.num_forward > 1
-    traced = dict(decoding.TRACE_COUNTS)
-    second = decode(module, params, (PROMPT + 3) % 56, config)  # new prompts, same shape: no retrace
-    assert dict(decoding.TRACE_COUNTS) == traced
+    before = type(module).model_traces
+    with count_jit_traces() as traces:
+        first = decode(module, params, PROMPT, config)
+    assert programs(traces) == {"_decode": 1}
+    model_traces = type(module).model_traces - before
+    assert 0 < model_traces < first.num_forward  # a staged loop: the model is traced once per call site
+    with count_jit_traces() as traces:
+        second = decode(module, params, (PROMPT + 3) % 56, config)  # new prompts, same shape: no retrace
+    assert not programs(traces) and type(module).model_traces - before == model_traces
     assert not np.array_equal(first.tokens, second.tokens)
     assert make_decoder(module, config, *PROMPT.shape) is make_decoder(module, config, *PROMPT.shape)
 
@@ -122,11 +124,10 @@ def test_decoder_compiles_once_per_configuration(model):
 )
 def test_bad_input_fails_before_tracing(model, prompt, change, message):
     config = DecodeConfig(**{"generate_length": 32, "initial_window_length": 8, **IDS, **change})
-    before = dict(decoding.TRACE_COUNTS)
-    with pytest.raises(ValueError) as err:
+    with count_jit_traces() as traces, pytest.raises(ValueError) as err:
         decode(*model, prompt, config)
     assert message in str(err.value)
-    assert dict(decoding.TRACE_COUNTS) == before
+    assert not programs(traces)
 
 
 def test_fastdllm_rejects_a_schedule_the_reference_overruns(model):

@@ -6,10 +6,10 @@ import pytest
 
 from jaxlab.convert import from_torch
 from jaxlab.dlm import ReMDMSchedule, llada_generate, llada_remask_generate, remdm_generate, remedi_generate
-from jaxlab.dlm import remasking
 from jaxlab.dlm.remasking import remdm_alphas, remedi_keep_counts
 from tests.conftest import GoldenCase
 from tests.dlm.oracles import oracle_mdlm
+from tests.dlm.tracing import count_jit_traces, counting, programs
 
 CASE = GoldenCase("dlm", "dcd_sliding_threshold")
 MASK = 62
@@ -18,7 +18,8 @@ PROMPT = np.random.default_rng(1).integers(0, 56, (2, 5))
 
 @pytest.fixture(scope="module")
 def model():
-    return from_torch("llada", CASE.meta["constructor"]["kwargs"], CASE.state_dict)
+    module, params = from_torch("llada", CASE.meta["constructor"]["kwargs"], CASE.state_dict)
+    return counting(module), params  # counts its own traces (test_remasking_samplers_compile_once)
 
 
 @pytest.mark.parametrize("schedule", [ReMDMSchedule("cap", eta=0.0), ReMDMSchedule("rescale", eta=0.0)])
@@ -134,14 +135,17 @@ def test_rows_do_not_depend_on_batch_size_or_padding(model, sampler):
 
 
 def test_remasking_samplers_compile_once(model):
-    before = dict(remasking.TRACE_COUNTS)
     kw = dict(steps=4, gen_length=8, mask_id=MASK, rng=jax.random.key(0))
-    remdm_generate(*model, PROMPT, **kw)
-    remdm_generate(*model, (PROMPT + 1) % 56, **kw)
-    remedi_generate(*model, PROMPT, block_length=4, **kw)
-    remedi_generate(*model, (PROMPT + 1) % 56, block_length=4, **kw)
-    for name in ("remdm", "remdm_step", "remedi", "remedi_step"):
-        assert remasking.TRACE_COUNTS[name] == before.get(name, 0) + 1, name
+    for run, program, extra in ((remdm_generate, "_remdm", {}), (remedi_generate, "_remedi", {"block_length": 4})):
+        before = type(model[0]).model_traces
+        with count_jit_traces() as traces:
+            first = run(*model, PROMPT, **kw, **extra)
+        assert programs(traces) == {program: 1}, traces
+        model_traces = type(model[0]).model_traces - before
+        assert 0 < model_traces < first.num_forward, run  # a staged loop: the model is traced once per call site
+        with count_jit_traces() as traces:
+            run(*model, (PROMPT + 1) % 56, **kw, **extra)  # new prompts, same shape: no retrace
+        assert not programs(traces) and type(model[0]).model_traces - before == model_traces, run
 
 
 @pytest.mark.parametrize(
@@ -171,8 +175,7 @@ def test_remasking_samplers_compile_once(model):
     ],
 )
 def test_bad_input(model, call, message):
-    before = dict(remasking.TRACE_COUNTS)
-    with pytest.raises(ValueError) as err:
+    with count_jit_traces() as traces, pytest.raises(ValueError) as err:
         call(model)
     assert message in str(err.value)
-    assert dict(remasking.TRACE_COUNTS) == before
+    assert not programs(traces)
