@@ -27,16 +27,11 @@ from jaxlab.models.common import (
     maybe_remat,
     repeated_blocks,
 )
-from jaxlab.nn import ConvFinalLayer, LabelEmbedder, TimestepEmbedder, dense, group_norm, modulate
+from jaxlab.nn import ConvFinalLayer, LabelEmbedder, TimestepEmbedder, dense, group_count, group_norm, modulate
 from jaxlab.nn.conv import conv2d, pixel_shuffle, pixel_unshuffle
 from jaxlab.nn.linear import xavier_uniform, zeros
 
 _ACTIVATIONS = ("gelu", "silu")
-
-
-def group_count(channels: int, num_groups: int = 32, min_channels_per_group: int = 4) -> int:
-    """``min(num_groups, channels // min_channels_per_group)``: the EDM / DiC group rule."""
-    return min(num_groups, channels // min_channels_per_group)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ from jaxlab.nn.gated_mlp import GatedMlp
 from jaxlab.nn.kv_cache import KVCache, init_kv_cache
 from jaxlab.nn.linear import dense, dense_general, logical_init
 from jaxlab.nn.mlp import Mlp
-from jaxlab.nn.modulation import AdaLNModulation, ConvFinalLayer, group_norm, layer_norm_no_affine, modulate
+from jaxlab.nn.modulation import AdaLNModulation, ConvFinalLayer, group_count, group_norm, layer_norm_no_affine, modulate
 from jaxlab.nn.rmsnorm import RMSNorm
 from jaxlab.nn.rope2d import apply_rope_interleaved, rope_2d_angles, rope_2d_table
 from jaxlab.nn.rotary_attention import RotaryAttention
@@ -60,6 +60,7 @@ __all__ = [
     "dense",
     "dense_general",
     "dot_product_attention",
+    "group_count",
     "group_norm",
     "init_kv_cache",
     "layer_norm_no_affine",

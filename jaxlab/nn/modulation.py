@@ -23,6 +23,11 @@ def layer_norm_no_affine(dtype=jnp.float32, epsilon: float = 1e-6, name: str | N
     return nn.LayerNorm(epsilon=epsilon, use_scale=False, use_bias=False, dtype=dtype, name=name)
 
 
+def group_count(channels: int, num_groups: int = 32, min_channels_per_group: int = 4) -> int:
+    """``min(num_groups, channels // min_channels_per_group)``: the EDM / DiC group rule."""
+    return min(num_groups, channels // min_channels_per_group)
+
+
 def group_norm(
     num_groups: int, epsilon: float, dtype=jnp.float32, name: str | None = None, axis_name: str | None = "embed"
 ) -> nn.GroupNorm:
