@@ -5,17 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlab.nn.linear_attention import (
-    dct_matrix,
-    decayed_attention_chunked,
-    decayed_attention_factorised,
-    decayed_attention_parallel,
-    decayed_attention_step,
-    dijiang_features,
-    dijiang_projection,
-    retnet_log_decay,
-)
+from jaxlab.nn import linear_attention as la
+from jaxlab.nn.linear_attention import dct_matrix, decayed_attention_step, dijiang_projection, retnet_log_decay
 
+# Each form jitted whole (one program per shape): op-by-op dispatch compiles each primitive separately.
+decayed_attention_parallel = jax.jit(la.decayed_attention_parallel)
+decayed_attention_chunked = jax.jit(la.decayed_attention_chunked, static_argnames=("chunk",))
+decayed_attention_factorised = jax.jit(la.decayed_attention_factorised, static_argnames=("dtype",))
+dijiang_features = jax.jit(la.dijiang_features)
 
 
 @pytest.fixture(autouse=True)
