@@ -23,20 +23,19 @@ def converted():
 
 def test_forward_matches_reference(converted):
     module, params = converted
-    out = module.apply({"params": params}, nchw_to_nhwc(CASE["inputs/x"]), CASE["inputs/t"], CASE["inputs/y"])
+    out = jax.jit(module.apply)({"params": params}, nchw_to_nhwc(CASE["inputs/x"]), CASE["inputs/t"], CASE["inputs/y"])
     CASE.assert_close("forward", nhwc_to_nchw(out))
 
 
 @pytest.mark.default_xla
 def test_forward_with_cfg_matches_reference(converted):
     module, params = converted
-    out = module.apply(
+    out = jax.jit(lambda p, *args: module.apply(p, *args, method=DiT.forward_with_cfg))(
         {"params": params},
         nchw_to_nhwc(CASE["inputs/cfg_x"]),
         CASE["inputs/cfg_t"],
         CASE["inputs/cfg_y"],
         CASE["inputs/cfg_scale"],
-        method=DiT.forward_with_cfg,
     )
     CASE.assert_close("forward_with_cfg", nhwc_to_nchw(out))
 
@@ -98,7 +97,7 @@ def test_scan_and_remat_compute_the_same_function():
 
 def test_bfloat16_compute_stays_close_and_returns_float32():
     module, params = from_torch("dit", CASE.meta["constructor"], CASE.state_dict, dtype="bfloat16")
-    out = module.apply({"params": params}, nchw_to_nhwc(CASE["inputs/x"]), CASE["inputs/t"], CASE["inputs/y"])
+    out = jax.jit(module.apply)({"params": params}, nchw_to_nhwc(CASE["inputs/x"]), CASE["inputs/t"], CASE["inputs/y"])
     assert out.dtype == jnp.float32
     ref = nchw_to_nhwc(CASE["outputs/forward"])
     error = np.abs(out - ref).max()
@@ -156,7 +155,7 @@ def test_from_torch_accepts_every_official_preset_kwargs(preset):
 def tiny():
     module = build_model("dit", None, input_size=8, patch_size=2, hidden_size=32, depth=1, num_heads=2, num_classes=10)
     x = jnp.zeros((2, 8, 8, 4))
-    params = module.init(jax.random.key(0), x, jnp.zeros((2,), jnp.int32), jnp.zeros((2,), jnp.int32))
+    params = jax.jit(module.init)(jax.random.key(0), x, jnp.zeros((2,), jnp.int32), jnp.zeros((2,), jnp.int32))
     return module, params
 
 
@@ -184,7 +183,7 @@ def test_null_label_is_allowed_only_with_label_dropout():
     module = build_model("dit", None, input_size=8, hidden_size=32, depth=1, num_heads=2, num_classes=10,
                          class_dropout_prob=0.0)
     x, t = jnp.zeros((1, 8, 8, 4)), jnp.zeros((1,), jnp.int32)
-    params = module.init(jax.random.key(0), x, t, t)
+    params = jax.jit(module.init)(jax.random.key(0), x, t, t)
     assert params["params"]["y_embedder"]["embedding_table"].value.shape == (10, 32)
     with pytest.raises(ValueError, match=r"allowed \[0, 9\]"):
         module.apply(params, x, t, jnp.array([10]))
