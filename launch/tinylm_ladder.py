@@ -24,18 +24,16 @@ topics, tokenised by the rung's tokenizer) and greedy decode tokens/s (batch 1, 
 written to ``DIR/ladder.md`` and ``DIR/ladder.json``.
 """
 
-import json
 import pathlib
 import time
 
 import jax
-import numpy as np
 from absl import app, flags
 
 from configs import tinylm as tl_configs
 from jaxlab.tinylm import ladder
 
-from .train import _WORKDIR  # noqa: F401 - the shared --workdir flag
+from .train import _WORKDIR  # the shared --workdir flag (one definition per flag name)
 
 _SEEDS = flags.DEFINE_list("ladder_seeds", ["0"], "seeds; each runs the whole ladder")
 _STEPS = flags.DEFINE_integer("ladder_steps", 400, "train steps of every tiny rung")
@@ -74,7 +72,7 @@ def spec_from_flags(workdir: str) -> ladder.LadderSpec:
 
 def main(argv):
     del argv
-    spec = spec_from_flags(flags.FLAGS.workdir)
+    spec = spec_from_flags(_WORKDIR.value)
     start = time.time()
     result = ladder.run_ladder(spec, tl_configs.run_config, log=lambda m: print(f"[{time.time() - start:7.0f}s] {m}",
                                                                                   flush=True))

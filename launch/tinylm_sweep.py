@@ -18,14 +18,13 @@ import numpy as np
 from absl import app, flags
 
 from configs import tinylm as tl_configs
-from jaxlab.lm.data import PackedCorpus, parse_spec
+from jaxlab.lm.data import PackedCorpus, corpus_documents, parse_spec
 from jaxlab.lm.tokenizer import load_tokenizer, train_bpe
-from jaxlab.lm.data import corpus_documents
 from jaxlab.tinylm import sweep
 from jaxlab.tinylm.evaluation import decode_seconds, nll_and_bytes, token_bytes
 from jaxlab.tinylm.sizes import lm_param_count
 
-from .train import _WORKDIR  # noqa: F401 - the shared --workdir flag
+from .train import _WORKDIR  # the shared --workdir flag (one definition per flag name)
 
 _N = flags.DEFINE_integer("sweep_configs", 12, "number of random architectures")
 _PARAMS = flags.DEFINE_integer("sweep_params", 600_000, "parameter budget")
@@ -46,7 +45,7 @@ def main(argv):
     from jaxlab.train.loop import train
     from jaxlab.train.params_io import load_model
 
-    root = pathlib.Path(flags.FLAGS.workdir).absolute()
+    root = pathlib.Path(_WORKDIR.value).absolute()
     root.mkdir(parents=True, exist_ok=True)
     tok_path = root / "tokenizer.json"
     if not tok_path.exists():
