@@ -74,3 +74,11 @@ def generate() -> None:
 
 def evaluate() -> None:
     _run("evaluate", resolve_config=False)
+
+
+def tinylm_ladder() -> None:
+    _run("tinylm_ladder", resolve_config=False)
+
+
+def tinylm_sweep() -> None:
+    _run("tinylm_sweep", resolve_config=False)
