@@ -74,3 +74,7 @@ def generate() -> None:
 
 def evaluate() -> None:
     _run("evaluate", resolve_config=False)
+
+
+def quantize() -> None:
+    _run("quantize", resolve_config=True)

@@ -53,6 +53,12 @@ def load_quantized(path):
         raise FileNotFoundError(f"{path} has no {QUANT_JSON}: it is not a quantised checkpoint (make one with "
                                 f"`python -m launch.quantize`)")
     module, params = load_model(path)
+    return module, params, load_tables(path)
+
+
+def load_tables(path) -> QuantizedDiT:
+    """The quantised part of a ``save_quantized`` directory (the float params are ``load_model``'s)."""
+    path = pathlib.Path(path)
     meta = json.loads((path / QUANT_JSON).read_text())
     with np.load(path / QUANT_NPZ) as z:
         raw = {k: z[k] for k in z.files}
@@ -67,7 +73,21 @@ def load_quantized(path):
     for entry in tables["layers"].values():
         if "w_int" in entry:
             entry["kernel"] = np.asarray(dequantize(entry["w_int"].astype(np.int32), entry["w_step"], entry["w_zp"]))
-    return module, params, QuantizedDiT(meta, tables)
+    return QuantizedDiT(meta, tables)
+
+
+def quantized_sampling(path, module, params: dict, diffusion, sampler: str, num_steps: int, mode: str = "integer"):
+    """``(sampler params, apply_fn)`` for ``make_class_sampler(..., apply_fn=...)`` from a quantised
+    checkpoint, after checking that the sampling schedule was calibrated."""
+    from jaxlab.quant.calibration import step_timesteps
+    from jaxlab.quant.runtime import quantized_apply, variables
+
+    qmodel = load_tables(path)
+    check_schedule(qmodel.meta, step_timesteps(diffusion), sampler, num_steps)
+    q = qmodel.meta["quant"]
+    print(f"quantised checkpoint: {q['method']} W{q['weight_bits']}A{q['act_bits']}, {qmodel.meta['num_groups']} "
+          f"timestep groups, {mode} execution")
+    return variables(params, qmodel)["params"], quantized_apply(module, qmodel.meta, mode)
 
 
 def check_schedule(meta: dict, timesteps: np.ndarray, sampler: str, num_steps: int) -> None:

@@ -7,6 +7,7 @@ from jaxlab.models.dit import DiT
 from jaxlab.quant.calibration import ADALN, BLOCK_LINEARS, CalibrationSpec, calibrate, step_timesteps
 from jaxlab.quant.config import QuantConfig
 from jaxlab.quant.folding import QuantizedDiT, build_quantized
+from jaxlab.train.params_io import read_model_config
 
 
 def check_supported(module) -> None:
@@ -16,6 +17,21 @@ def check_supported(module) -> None:
             f"layout only (U-DiT's attention has a depthwise downsampler between adaLN and qkv; DiC is convolutional): "
             f"see docs/htg.md"
         )
+
+
+def check_checkpoint_matches(family_name: str, model_fields: dict, checkpoint) -> None:
+    """Refuses a checkpoint whose family or architecture differs from the config's ``model`` section
+    (compute switches dtype/remat/scan_blocks may differ)."""
+    family, ckpt_cfg = read_model_config(checkpoint)
+    if family_name != family.name:
+        raise ValueError(f"the config is for {family_name}, the checkpoint holds a {family.name} model")
+    want = family.config.from_dict(model_fields)
+    diff = {f.name: (getattr(want, f.name), getattr(ckpt_cfg, f.name)) for f in dataclasses.fields(ckpt_cfg)
+            if f.name not in ("dtype", "remat", "scan_blocks") and getattr(want, f.name) != getattr(ckpt_cfg, f.name)}
+    if diff:
+        listed = ", ".join(f"{k}: config {a!r} vs checkpoint {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"the checkpoint does not match the config ({listed}); pass the variant it was trained "
+                         f"with, or override those config.model fields")
 
 
 def targets_for(qcfg: QuantConfig) -> tuple[str, ...]:

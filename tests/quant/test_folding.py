@@ -13,7 +13,7 @@ from jaxlab.diffusion.pipeline import sampling_diffusion
 from jaxlab.quant.calibration import CalibrationSpec, calibrate, step_timesteps
 from jaxlab.quant.config import method_config
 from jaxlab.quant.io import check_schedule, load_quantized, save_quantized
-from jaxlab.quant.ptq import quantize_dit
+from jaxlab.quant.ptq import check_checkpoint_matches, quantize_dit
 from jaxlab.quant.runtime import quantized_apply, variables
 from tests.conftest import GoldenCase
 
@@ -89,6 +89,12 @@ def test_checkpoint_roundtrip_w4_packed(setup, tmp_path):
     module, params, diffusion, stats = setup
     qmodel, _ = quantize_dit(module, params, diffusion, SPEC, method_config("htg", weight_bits=4), stats=stats)
     path = save_quantized(tmp_path / "q", "dit", module.config, params, qmodel)
+    fields = dataclasses.asdict(module.config)
+    check_checkpoint_matches("dit", fields, path)
+    with pytest.raises(ValueError, match="does not match the config \\(depth: config 3 vs checkpoint 2\\)"):
+        check_checkpoint_matches("dit", {**fields, "depth": 3}, path)
+    with pytest.raises(ValueError, match="the config is for udit"):
+        check_checkpoint_matches("udit", fields, path)
     with pytest.raises(FileExistsError):
         save_quantized(path, "dit", module.config, params, qmodel)
     _, params2, loaded = load_quantized(path)
