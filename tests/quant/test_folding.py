@@ -10,7 +10,7 @@ import pytest
 
 from jaxlab.convert import from_torch
 from jaxlab.diffusion.pipeline import sampling_diffusion
-from jaxlab.quant.calibration import CalibrationSpec, calibrate, step_timesteps
+from jaxlab.quant.calibration import ADALN, BLOCK_LINEARS, CalibrationSpec, calibrate, step_timesteps
 from jaxlab.quant.config import method_config
 from jaxlab.quant.io import check_schedule, load_quantized, save_quantized
 from jaxlab.quant.ptq import check_checkpoint_matches, quantize_dit
@@ -25,7 +25,7 @@ SPEC = CalibrationSpec(num_samples=8, sampler="ddim", num_steps=10, cfg_scale=1.
 def setup():
     module, params = from_torch("dit", CASE.meta["constructor"], CASE.state_dict)
     diffusion = sampling_diffusion(SPEC.sampler, SPEC.num_steps, module.config.learn_sigma)
-    stats = calibrate(module, params, diffusion, SPEC)
+    stats = calibrate(module, params, diffusion, SPEC, BLOCK_LINEARS + (ADALN,))
     return module, params, diffusion, stats
 
 
@@ -37,15 +37,14 @@ def _inputs(diffusion, step):
 
 def test_calibration_records_every_step_and_channel(setup):
     module, params, diffusion, stats = setup
-    assert sorted(stats) == sorted(f"blocks_{b}/{n}" for b in range(2) for n in ("attn/qkv", "attn/proj", "mlp/fc1", "mlp/fc2"))
+    assert sorted(stats) == sorted(f"blocks_{b}/{n}" for b in range(2) for n in BLOCK_LINEARS + (ADALN,))
     assert stats["blocks_0/attn/proj"]["min"].shape == (10, 64) and stats["blocks_1/mlp/fc2"]["max"].shape == (10, 256)
     assert (stats["blocks_0/attn/qkv"]["min"] < stats["blocks_0/attn/qkv"]["max"]).all()
     # the recorded range moves with the timestep (what HTG's per-step shift exploits)
     assert not np.allclose(stats["blocks_0/attn/qkv"]["min"][0], stats["blocks_0/attn/qkv"]["min"][-1])
 
 
-@pytest.mark.parametrize("overrides", [dict(method="htg"), dict(method="htg", shift="step", num_groups=3),
-                                       dict(method="ptq4dit-lite")])
+@pytest.mark.parametrize("overrides", [dict(method="htg"), dict(method="htg", shift="step", num_groups=3, quantize_adaln=True)])
 def test_folding_is_exact(setup, overrides):
     """The folded float model (shifts in the adaLN/V biases, scales in the kernels) == the original."""
     module, params, diffusion, stats = setup
@@ -62,12 +61,14 @@ def test_folding_is_exact(setup, overrides):
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
 
-def test_w8a8_changes_outputs_within_bound_and_modes_agree(setup):
+@pytest.mark.parametrize("quantize_adaln", [False, True])
+def test_w8a8_changes_outputs_within_bound_and_modes_agree(setup, quantize_adaln):
     """W8A8 HTG on the converted official DiT: max |out - float| < 5% of max |float| (measured
     ~3%; W4A8 is not bounded here). Integer and fake-quant paths agree to float rounding (a
     flipped rounding in one layer can move the next layer's integers by one step)."""
     module, params, diffusion, stats = setup
-    qmodel, _ = quantize_dit(module, params, diffusion, SPEC, method_config("htg"), stats=stats)
+    qmodel, _ = quantize_dit(module, params, diffusion, SPEC, method_config("htg", quantize_adaln=quantize_adaln), stats=stats)
+    assert ("w_int" in qmodel.tables["layers"]["blocks_1/adaLN_modulation/linear"]) == quantize_adaln
     x, t, y = _inputs(diffusion, 4)
     want = module.apply({"params": params}, x, t, y)
     fake = jax.jit(quantized_apply(module, qmodel.meta, "fake"))(variables(params, qmodel), x, t, y)
@@ -80,7 +81,8 @@ def test_w8a8_changes_outputs_within_bound_and_modes_agree(setup):
 def test_calibration_is_reproducible(setup):
     module, params, diffusion, stats = setup
     again = calibrate(module, params, diffusion, SPEC)
-    for path in stats:
+    assert len(again) == 8
+    for path in again:
         np.testing.assert_array_equal(again[path]["min"], stats[path]["min"])
         np.testing.assert_array_equal(again[path]["max"], stats[path]["max"])
 
