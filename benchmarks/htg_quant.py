@@ -11,7 +11,8 @@ the digits config's sampler: DDIM-50, guidance 4), every recipe built from the s
    step, + grouping (shift per group), + scaling (= HTG);
 2. W8A8 / W4A8 for each method and HTG with G in {1, T/10, T}: the same error with weights
    quantised too, and the digits FID of ``--num_fid_samples`` samples (fake-quant execution,
-   fixed seeds shared with the float model);
+   fixed seeds shared with the float model) and the RMSE of those samples against the float
+   model's samples from the same noise and labels;
 3. model size (bytes of what the quantised model stores) and sampling time of one batch,
    float vs fake-quant vs integer (int8 dot_general), interleaved rounds in this one process.
 """
@@ -160,7 +161,14 @@ def main():
         if not np.isfinite(x).all():
             raise FloatingPointError("non-finite samples")
         r = evaluate_digits(x, features=features)
-        return {key: r[key] for key in ("digits_fid", "digits_precision", "digits_recall")}
+        out = {key: r[key] for key in ("digits_fid", "digits_precision", "digits_recall")}
+        if "float" in float_samples:  # same noise and labels: how far each sample moved from the float model's
+            out["rmse_vs_float"] = float(np.sqrt(((x - float_samples["float"]) ** 2).mean()))
+        else:
+            float_samples["float"] = x
+        return out
+
+    float_samples = {}
 
     results = {"float": {"bytes": model_bytes(params)}}
     if fid_recipes:
@@ -212,16 +220,16 @@ def print_tables(results):
             e = row["errors"]
             print(f"| {name[5:]} | " + " | ".join(f"{e[k]['act']:.2e}" for k in LAYERS) + " | |")
     for bits in (8, 4):
-        print(f"\n| W{bits}A8 recipe | qkv | proj | fc1 | fc2 | digits FID | precision | recall | MB |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print(f"\n| W{bits}A8 recipe | qkv | proj | fc1 | fc2 | digits FID | precision | recall | RMSE vs float samples | MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         f = results["float"]
         if "digits_fid" in f:
-            print(f"| float | - | - | - | - | {f['digits_fid']:.2f} | {f['digits_precision']:.3f} | {f['digits_recall']:.3f} | {f['bytes'] / 1e6:.2f} |")
+            print(f"| float | - | - | - | - | {f['digits_fid']:.2f} | {f['digits_precision']:.3f} | {f['digits_recall']:.3f} | 0 | {f['bytes'] / 1e6:.2f} |")
         for name, row in results.items():
             if name.startswith(f"W{bits}A8"):
                 e = row["errors"]
-                fid = (f"{row['digits_fid']:.2f} | {row['digits_precision']:.3f} | {row['digits_recall']:.3f}"
-                       if "digits_fid" in row else "- | - | -")
+                fid = (f"{row['digits_fid']:.2f} | {row['digits_precision']:.3f} | {row['digits_recall']:.3f} | {row['rmse_vs_float']:.3f}"
+                       if "digits_fid" in row else "- | - | - | -")
                 print(f"| {name[5:]} | " + " | ".join(f"{e[k]['both']:.2e}" for k in LAYERS) + f" | {fid} | {row['bytes'] / 1e6:.2f} |")
     t = results["timing"]
     print("\n| execution | one batch, median s |")
