@@ -44,9 +44,10 @@ def is_target(path: str, targets: tuple[str, ...]) -> bool:
 def num_contracted(module: nn.Module) -> int:
     """How many trailing input axes the linear contracts (1 for Dense)."""
     if isinstance(module, nn.DenseGeneral):
-        axis = module.axis if isinstance(module.axis, tuple) else (module.axis,)
-        if sorted(a % 100 - 100 if a < 0 else a for a in axis) != list(range(-len(axis), 0)):
-            raise ValueError(f"{layer_path(module)}: only trailing contraction axes are supported, got axis={module.axis}")
+        axis = tuple(module.axis) if isinstance(module.axis, (tuple, list)) else (module.axis,)
+        if sorted(axis) != list(range(-len(axis), 0)):
+            raise ValueError(f"{layer_path(module)}: only trailing contraction axes (negative, e.g. (-2, -1)) are "
+                             f"supported, got axis={module.axis}")
         return len(axis)
     return 1
 

@@ -35,7 +35,7 @@ def _features(module) -> tuple[int, ...]:
     return tuple(f) if isinstance(f, (tuple, list)) else (f,)
 
 
-def linear(entry: dict, x2: jax.Array, k: jax.Array, mode: str, bits: int, act_symmetric: bool, weight_symmetric: bool):
+def linear(entry: dict, x2: jax.Array, k: jax.Array, mode: str, bits: int, act_symmetric: bool):
     """One tabled linear on ``x2 [..., I]`` at step ``k``: ``[..., O]`` float32 (and the probe's sums)."""
     bias = entry["bias"][entry["bias_row"][k]]
     x2 = x2.astype(jnp.float32)
@@ -74,8 +74,7 @@ def _interceptor(tables: dict, k: jax.Array, mode: str, meta: dict):
             return next_fun(*args, **kwargs)
         x = args[0]
         contracted = num_contracted(module)
-        y2, sums = linear(entry, channels_last(x, contracted), k, mode, q["act_bits"], q["act_symmetric"],
-                          q["weight_symmetric"])
+        y2, sums = linear(entry, channels_last(x, contracted), k, mode, q["act_bits"], q["act_symmetric"])
         if sums is not None:
             for name, value in sums.items():
                 module.sow("quant_error", name, value)

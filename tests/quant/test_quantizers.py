@@ -75,8 +75,8 @@ def test_fake_and_integer_paths_give_identical_integers(act_symmetric, weight_sy
     )
     k = jnp.asarray(0)
     with jax.default_matmul_precision("highest"):
-        fake, _ = linear(entry, x, k, "fake", 8, act_symmetric, weight_symmetric)
-        integer, _ = linear(entry, x, k, "integer", 8, act_symmetric, weight_symmetric)
+        fake, _ = linear(entry, x, k, "fake", 8, act_symmetric)
+        integer, _ = linear(entry, x, k, "integer", 8, act_symmetric)
     qx = qz.quantize(x, a_step, a_zp, 8, act_symmetric)
     acc = qz.int_matmul(qx, entry["w_int"], a_zp, w_zp)
     np.testing.assert_array_equal(np.rint(np.asarray(fake) / (a_step * w_step)), np.asarray(acc))
