@@ -9,8 +9,8 @@ over all tokens and samples (both CFG halves: the quantised model sees both). No
 edited. HTG's protocol (as the re-implementation quotes Sec. 5.1): 32 class-conditional
 trajectories of the evaluation sampler.
 
-Stats are host numpy: ``{layer_path: {"min": [K, C], "max": [K, C]}}`` with step ``k = 0`` the
-first (noisiest) model call; ``C`` is the flattened input-channel count (the attention
+The calibration batch is sharded over the devices (``shard_batch``). Stats are host numpy:
+``{layer_path: {"min": [K, C], "max": [K, C]}}`` with step ``k = 0`` the first (noisiest) model call; ``C`` is the flattened input-channel count (the attention
 out-projection's ``[heads, head_dim]`` input is ``heads * head_dim`` channels, head-major).
 """
 
@@ -132,6 +132,16 @@ def step_timesteps(diffusion: GaussianDiffusion) -> np.ndarray:
     return np.asarray(diffusion.timestep_map)[::-1].copy()
 
 
+def shard_batch(labels: jax.Array) -> jax.Array:
+    """``labels`` split over all devices along the batch (jit propagates it to the trajectories);
+    unchanged on one device or when the batch does not divide. Only run on one device so far."""
+    devices = jax.devices()
+    if len(devices) == 1 or labels.shape[0] % len(devices):
+        return labels
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+    return jax.device_put(labels, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+
+
 def calibrate(module, params, diffusion: GaussianDiffusion, spec: CalibrationSpec,
               targets: tuple[str, ...] = BLOCK_LINEARS) -> dict[str, dict[str, np.ndarray]]:
     """Per-step per-channel input ranges ``{path: {"min": [K, C], "max": [K, C]}}`` (float32 numpy).
@@ -143,12 +153,12 @@ def calibrate(module, params, diffusion: GaussianDiffusion, spec: CalibrationSpe
         raise ValueError("calibration needs per-block layers: rebuild the model with scan_blocks=False "
                          "(the parameters are the same after unstacking)")
     cfg = module.config
-    labels = jnp.asarray(np.arange(spec.num_samples) % cfg.num_classes, jnp.int32)
+    labels = shard_batch(jnp.asarray(np.arange(spec.num_samples) % cfg.num_classes, jnp.int32))
     call = model_call(module, spec.cfg_scale)
     timesteps = jnp.asarray(step_timesteps(diffusion), jnp.int32)
 
     @jax.jit
-    def run(params, key):
+    def run(params, labels, key):
         inputs, y = trajectory_inputs(module, params, diffusion, labels, key, spec)
 
         def one_step(args):
@@ -159,7 +169,7 @@ def calibrate(module, params, diffusion: GaussianDiffusion, spec: CalibrationSpe
 
         return jax.lax.map(one_step, (inputs, timesteps))
 
-    stats = run(params, jax.random.key(spec.seed))
+    stats = run(params, labels, jax.random.key(spec.seed))
     flat = {}
     for path, leaf in _flatten(stats).items():
         layer, kind = path.rsplit("/", 1)
