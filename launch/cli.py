@@ -82,3 +82,7 @@ def tinylm_ladder() -> None:
 
 def tinylm_sweep() -> None:
     _run("tinylm_sweep", resolve_config=False)
+
+
+def quantize() -> None:
+    _run("quantize", resolve_config=True)

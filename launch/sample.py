@@ -32,12 +32,14 @@ from jaxlab.models.registry import get_family
 from jaxlab.diffusion.latents import check_vae_fits_backbone
 from jaxlab.train import integrity
 from jaxlab.train.params_io import load_model, read_model_config
+from jaxlab.quant.io import is_quantized, quantized_sampling
 from .latents import load_vae, write_decoded_samples
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<variant>", lock_config=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "jaxlab model checkpoint (launch.convert output); default: random init")
 _VAE = flags.DEFINE_string("vae", None, "converted SD VAE (launch.convert --family=vae): decode latents to RGB PNGs")
 _OUTDIR = flags.DEFINE_string("outdir", None, "where to write samples.npz and the PNG grid", required=True)
+_QUANT_MODE = flags.DEFINE_enum("quant_mode", "integer", ["integer", "fake"], "a launch.quantize checkpoint: int8 matmuls or simulated")
 
 
 def _model_config(config, checkpoint: str | None):
@@ -90,9 +92,13 @@ def main(argv):
     outdir.mkdir(parents=True, exist_ok=True)
 
     diffusion = sampling_diffusion(sample_cfg.sampler, sample_cfg.num_steps, cfg.learn_sigma, **to_dict(config.diffusion))
+    apply_fn = None
+    if _CHECKPOINT.value and is_quantized(_CHECKPOINT.value):
+        params, apply_fn = quantized_sampling(_CHECKPOINT.value, module, params, diffusion, sample_cfg.sampler,
+                                              sample_cfg.num_steps, _QUANT_MODE.value)
     sample = make_class_sampler(
         module, diffusion, sampler=sample_cfg.sampler, cfg_scale=sample_cfg.cfg_scale,
-        eta=sample_cfg.eta, clip_denoised=sample_cfg.clip_denoised,
+        eta=sample_cfg.eta, clip_denoised=sample_cfg.clip_denoised, apply_fn=apply_fn,
     )
     labels = np.resize(np.asarray(sample_cfg.classes, np.int32), sample_cfg.num_samples)
     key = jax.random.key(config.seed)

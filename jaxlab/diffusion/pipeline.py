@@ -34,12 +34,15 @@ def make_class_sampler(
     cfg_scale: float = 4.0,
     eta: float = 0.0,
     clip_denoised: bool = False,
+    apply_fn: Callable | None = None,
 ) -> Callable[[dict, jax.Array, jax.Array], jax.Array]:
     """A jitted ``sample(params, labels [n], key) -> x_0 [n, H, W, C]``.
 
     With ``cfg_scale > 1`` the batch is doubled with null labels and the model runs
     ``forward_with_cfg`` (the official pipeline); the conditional half is returned. With
-    ``cfg_scale == 1`` the plain conditional model is sampled.
+    ``cfg_scale == 1`` the plain conditional model is sampled. ``apply_fn`` (default
+    ``module.apply``, same signature) runs the model otherwise, e.g. a quantised one
+    (``jaxlab.quant.runtime.quantized_apply``).
     """
     cfg = module.config
     if cfg_scale < 1.0:
@@ -49,10 +52,12 @@ def make_class_sampler(
         raise ValueError("classifier-free guidance needs a null class: the model was built with class_dropout_prob=0")
     shape = (cfg.input_size, cfg.input_size, cfg.in_channels)
 
+    apply = module.apply if apply_fn is None else apply_fn
+
     def model_fn(params, x, t, y):
         if guided:
-            return module.apply({"params": params}, x, t, y, cfg_scale, method=module.forward_with_cfg)
-        return module.apply({"params": params}, x, t, y)
+            return apply({"params": params}, x, t, y, cfg_scale, method=module.forward_with_cfg)
+        return apply({"params": params}, x, t, y)
 
     @jax.jit
     def sample(params, labels, key):
