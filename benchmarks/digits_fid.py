@@ -16,7 +16,8 @@ at one ``--num_samples``.
 weights), and a second table gives, per checkpoint, the FID of each seed, their mean and their
 spread (max - min): a change between checkpoints smaller than the spread is sampling noise.
 ``--json`` appends every row as soon as it is measured (one JSON object per line), so a long run
-that is stopped keeps what it measured.
+that is stopped keeps what it measured; ``--from_json=rows.jsonl`` prints the tables of such a
+file (several runs of the script appended to one file) without sampling anything.
 """
 
 import argparse
@@ -69,13 +70,21 @@ def sample_checkpoint(workdir: pathlib.Path, step: int, num_samples: int, batch_
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="a digits training workdir (launch.train)")
+    parser.add_argument("--workdir", help="a digits training workdir (launch.train)")
+    parser.add_argument("--from_json", default=None, help="only print the tables of a --json file written before")
     parser.add_argument("--num_samples", type=int, default=500)
     parser.add_argument("--batch_size", type=int, default=250)
     parser.add_argument("--seeds", default="0", help="comma-separated sampling seeds; each checkpoint is sampled once per seed")
     parser.add_argument("--steps", default="", help="comma-separated checkpoint steps (default: all)")
     parser.add_argument("--json", default=None, help="also append every row to this JSON-lines file as it is measured")
     args = parser.parse_args()
+    if args.from_json:
+        rows = [json.loads(line) for line in pathlib.Path(args.from_json).read_text().splitlines() if line.strip()]
+        rows.sort(key=lambda r: (r["step"], r["seed"]))
+        print_tables(rows, sorted({r["seed"] for r in rows}))
+        return
+    if not args.workdir:
+        parser.error("--workdir is required (or --from_json to print saved rows)")
 
     workdir = pathlib.Path(args.workdir).absolute()
     steps = [int(s) for s in args.steps.split(",") if s] or Checkpointer(workdir / "checkpoints").all_steps()
@@ -111,11 +120,17 @@ def main():
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row) + "\n")
-    fmt = lambda r: {k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()}
     print(f"digits metric, N={args.num_samples} samples per row vs {len(real)} real digits at {size}x{size}")
+    print_tables(rows, seeds)
+
+
+def print_tables(rows: list[dict], seeds: list[int]) -> None:
+    """Every row, then the per-checkpoint seed summary (of the rows that have a checkpoint step)."""
+    fmt = lambda r: {k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in r.items()}
     print_table([fmt(r) for r in rows], list(rows[0]))
     print()
-    print_table(seed_summary(rows[1:], seeds), ["step", *[f"FID seed {x}" for x in seeds], "mean", "spread", "label acc"])
+    print_table(seed_summary([r for r in rows if r["step"] != "-"], seeds),
+                ["step", *[f"FID seed {x}" for x in seeds], "mean", "spread", "label acc"])
 
 
 def seed_summary(rows: list[dict], seeds: list[int]) -> list[dict]:
@@ -125,8 +140,8 @@ def seed_summary(rows: list[dict], seeds: list[int]) -> list[dict]:
         fid = {r["seed"]: r["fid"] for r in rows if r["step"] == step}
         acc = [r["label_acc"] for r in rows if r["step"] == step]
         vals = list(fid.values())
-        out.append({"step": step, **{f"FID seed {x}": f"{fid[x]:.1f}" for x in seeds},
-                    "mean": f"{np.mean(vals):.1f}", "spread": f"{max(vals) - min(vals):.1f}", "label acc": f"{np.mean(acc):.3f}"})
+        out.append({"step": step, **{f"FID seed {x}": f"{fid[x]:.1f}" if x in fid else "-" for x in seeds},
+                    "mean": f"{np.mean(vals):.1f}", "spread": f"{max(vals) - min(vals):.1f}" if len(vals) > 1 else "-", "label acc": f"{np.mean(acc):.3f}"})
     return out
 
 
