@@ -14,7 +14,7 @@ at one ``--num_samples``.
 
 ``--seeds=0,1`` samples every checkpoint once per sampling seed (different noise, the same
 weights), and a second table gives, per checkpoint, the FID of each seed, their mean and their
-spread (max - min): a change between checkpoints smaller than the spread is sampling noise.
+spread (max - min): a change between checkpoints no larger than the spread is within sampling noise.
 ``--json`` appends every row as soon as it is measured (one JSON object per line), so a long run
 that is stopped keeps what it measured; ``--from_json=rows.jsonl`` prints the tables of such a
 file (several runs of the script appended to one file) without sampling anything.
