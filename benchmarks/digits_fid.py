@@ -39,11 +39,14 @@ from jaxlab.train.params_io import load_model
 
 
 @functools.lru_cache(maxsize=None)
-def run_sampler(workdir: pathlib.Path):
-    """``(jitted class sampler, config["sample"])`` of a run: built once, so every checkpoint and seed reuses one compile."""
+def run_sampler(workdir: pathlib.Path, cfg_scale: float | None = None):
+    """``(jitted class sampler, sample config, num_classes)`` of a run (``cfg_scale`` overrides the run's guidance).
+
+    Built once per run, so every checkpoint and seed reuses one compile.
+    """
     config = json.loads((workdir / "config.json").read_text())
     module, _ = load_model(workdir)
-    s = config["sample"]
+    s = dict(config["sample"], **({} if cfg_scale is None else {"cfg_scale": cfg_scale}))
     diffusion = sampling_diffusion(s["sampler"], s["num_steps"], module.config.learn_sigma, **config["diffusion"])
     sample = make_class_sampler(
         module, diffusion, sampler=s["sampler"], cfg_scale=s["cfg_scale"], eta=s["eta"], clip_denoised=s["clip_denoised"]
@@ -51,13 +54,14 @@ def run_sampler(workdir: pathlib.Path):
     return sample, s, module.config.num_classes
 
 
-def sample_checkpoint(workdir: pathlib.Path, step: int, num_samples: int, batch_size: int, seed: int):
+def sample_checkpoint(workdir: pathlib.Path, step: int, num_samples: int, batch_size: int, seed: int,
+                      cfg_scale: float | None = None):
     """``(samples [N, S, S, C] in [-1, 1], labels [N], sample config)`` from checkpoint ``step``'s EMA params.
 
     Batch ``i`` uses the noise ``fold_in(key(seed), i * batch_size)``: the first ``M`` samples of a
     larger ``num_samples`` are the samples of ``num_samples=M`` (same ``batch_size``).
     """
-    sample, s, num_classes = run_sampler(workdir)
+    sample, s, num_classes = run_sampler(workdir, cfg_scale)
     _, params = load_model(workdir, step=step)
     labels = np.arange(num_samples, dtype=np.int32) % num_classes
     key = jax.random.key(seed)
@@ -75,6 +79,8 @@ def main():
     parser.add_argument("--num_samples", type=int, default=500)
     parser.add_argument("--batch_size", type=int, default=250)
     parser.add_argument("--seeds", default="0", help="comma-separated sampling seeds; each checkpoint is sampled once per seed")
+    parser.add_argument("--cfg_scale", type=float, default=None,
+                        help="guidance scale (default: the run's sample.cfg_scale; 1.0 = no guidance)")
     parser.add_argument("--steps", default="", help="comma-separated checkpoint steps (default: all)")
     parser.add_argument("--json", default=None, help="also append every row to this JSON-lines file as it is measured")
     args = parser.parse_args()
@@ -105,7 +111,7 @@ def main():
     for step in sorted(steps):
         for seed in seeds:
             start = time.perf_counter()
-            samples, labels, s = sample_checkpoint(workdir, step, args.num_samples, args.batch_size, seed)
+            samples, labels, s = sample_checkpoint(workdir, step, args.num_samples, args.batch_size, seed, args.cfg_scale)
             seconds = time.perf_counter() - start
             feats = features(samples)
             scores = df.digits_scores(feats, ref)
