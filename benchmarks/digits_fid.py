@@ -2,7 +2,7 @@
 
   python -m launch.train --config=configs/dit.py:digits --workdir=/tmp/fid_digits \
       --config.checkpoint.every_steps=500 --config.checkpoint.keep_last=10
-  python -m benchmarks.digits_fid --workdir=/tmp/fid_digits --num_samples=1000 --seeds=0,1
+  python -m benchmarks.digits_fid --workdir=/tmp/fid_digits --num_samples=500 --seeds=0,1
 
 For every checkpoint in ``--workdir`` (EMA params), draws ``--num_samples`` samples with the run's
 own sampling config (``config.json``: sampler, steps, guidance scale; labels cycle through the 10
