@@ -2,6 +2,10 @@
 
   python -m launch.lvlm_eval --workdir=/tmp/lvlm_1d --workdir=/tmp/lvlm_circle [--json=out.json]
 
+One row per workdir (its scheme and ``config.seed``); when a scheme has runs of several seeds, a
+second table gives mean ± std over the seeds (``jaxlab.lvlm.seeds``) and marks which schemes
+differ from Circle-RoPE by more than seed noise.
+
 Each workdir is a ``configs/lvlm.py:shapes-<scheme>`` run; accuracy is exact match of the two
 answer tokens (greedy) on the first ``--num_examples`` examples of the held-out ``eval`` stream.
 PTD (``jaxlab.lvlm.ptd``) is measured on the same layout (one example's prompt), per position
@@ -17,6 +21,7 @@ from absl import app, flags
 from jaxlab.data import shapes_vqa
 from jaxlab.lvlm.positions import rope_index
 from jaxlab.lvlm.ptd import ptd
+from jaxlab.lvlm.seeds import exceeds_seed_noise, seed_summary
 from jaxlab.lvlm.task import VQATask
 from jaxlab.train.params_io import load_model
 
@@ -41,23 +46,35 @@ def main(argv):
     del argv
     if _JSON.value and pathlib.Path(_JSON.value).exists():
         raise app.UsageError(f"--json {_JSON.value} exists; pick a new path")
-    rows = {}
+    rows = []
     for workdir in _WORKDIRS.value:
         module, params = load_model(workdir)
+        seed = json.loads((pathlib.Path(workdir) / "config.json").read_text()).get("seed")
         task = VQATask(module)
         acc = task.evaluate(params, "eval", _NUM.value)
         if not np.isfinite(acc["all"]):
             raise FloatingPointError(f"{workdir}: non-finite accuracy")
-        scheme = module.config.position_scheme
-        rows[str(scheme)] = dict(acc, ptd=layout_ptd(module.config, task), workdir=workdir)
+        rows.append(dict(acc, scheme=str(module.config.position_scheme), seed=seed,
+                         ptd=layout_ptd(module.config, task), workdir=workdir))
     cols = ["all", *shapes_vqa.QUESTION_TYPES, "ptd"]
-    print("| scheme | " + " | ".join(cols) + " |")
-    print("|---" * (len(cols) + 1) + "|")
-    for name, r in rows.items():
-        print(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+    print("| scheme | seed | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 2) + "|")
+    for r in rows:
+        print(f"| {r['scheme']} | {r['seed']} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+    summary = seed_summary(rows, cols)
+    if any(s["n"] > 1 for s in summary.values()):
+        print("\nmean ± std over seeds (ddof=1); * = 'all' differs from circle by > 2 standard errors")
+        print("| scheme | seeds | " + " | ".join(cols) + " |")
+        print("|---" * (len(cols) + 2) + "|")
+        base = summary.get("circle")
+        for name, s in summary.items():
+            mark = ""
+            if base is not None and name != "circle" and min(s["n"], base["n"]) > 1:
+                mark = " *" if exceeds_seed_noise(s["all"], base["all"], s["n"], base["n"]) else ""
+            cells = [f"{s[c][0]:.3f} ± {s[c][1]:.3f}" for c in cols]
+            print(f"| {name}{mark} | {','.join(map(str, s['seeds']))} | " + " | ".join(cells) + " |")
     if _JSON.value:
-        pathlib.Path(_JSON.value).write_text(json.dumps(rows, indent=1))
-
+        pathlib.Path(_JSON.value).write_text(json.dumps({"runs": rows, "summary": summary}, indent=1))
 
 if __name__ == "__main__":
     app.run(main)
