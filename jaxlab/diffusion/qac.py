@@ -10,7 +10,7 @@ else here is **a choice, not the paper's recipe** (docs/qac.md lists them with t
 - Encoder (``ConditionEncoder``): the clean image ``x_0 [N, H, W, C]`` only (not the noise; Lee,
   Kim & Ye 2023 encode the pair) -> conv3x3(w)-SiLU, avgpool 2, conv3x3(2w)-SiLU, avgpool 2,
   conv3x3(2w)-SiLU, flatten, per-example standardisation, dense without bias -> ``[N, L, d]``
-  pre-quantisation values. ``encoder_width`` w = 16: 14,312 parameters, 1.1% of the digits DiT.
+  pre-quantisation values. ``encoder_width`` w = 16: 18,144 parameters, 1.4% of the digits DiT (the paper: ~1%).
   Why (measured on the digits, docs/qac.md): with a mean-pooled feature and a biased projection
   512 digits start with 1-5% distinct codes and a batch collapses to one code during the lr
   warm-up (a shared shift of z flips every image's bits together); flattened, standardised

@@ -249,3 +249,22 @@ def test_bad_qac_configs_fail_before_training():
         fit_prior("uniform", np.zeros((2, 2), np.int32), 4)
     with pytest.raises(ValueError, match="code indices must be"):
         CodeSpec(tokens=2).from_indices(jnp.zeros((3, 5), jnp.int32))
+
+
+@pytest.mark.parametrize("variant", ["cifar10-qac", "ffhq64-baseline"])
+def test_paper_presets_instantiate_and_lower(variant):
+    config = get_config(variant)
+    from jaxlab.train.task import task_from_config
+
+    task = task_from_config(config)
+    size = config.model.input_size
+    batch = {"image": jnp.zeros((2, size, size, 3)), "label": jnp.zeros((2,), jnp.int32)}
+    shapes = jax.eval_shape(lambda: nn.unbox(task.init_params(jax.random.PRNGKey(0), batch)))
+    if "qac" in config:
+        ratio = count_params(shapes["encoder"]) / count_params(shapes["denoiser"]["backbone"])
+        assert 0.005 < ratio < 0.015, ratio  # the paper's "~1%"
+        assert 50e6 < count_params(shapes["denoiser"]["backbone"]) < 65e6  # EDM's DDPM++ is ~56M
+    else:
+        assert 50e6 < count_params(shapes) < 65e6
+    lowered = jax.jit(task.loss_fn).lower(shapes, batch, jax.random.PRNGKey(0))
+    assert "dot_general" in lowered.as_text()
