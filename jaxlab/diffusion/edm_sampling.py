@@ -138,13 +138,17 @@ def sdedit(task: EDMTask | QACTask, params, x_src: jax.Array, key: jax.Array, *,
     sigmas = edm.sigmas(steps_for_nfe(solver, nfe))
     y = jnp.zeros((x_src.shape[0],), jnp.int32)
 
-    def raw(x, t, yy):
-        if is_qac:
-            return task.model.raw(params, x, t, yy, codes)
-        return task.module.apply({"params": params}, x, t, yy)
+    @jax.jit
+    def run(params, x_src, key, codes):
+        def raw(x, t, yy):
+            if is_qac:
+                return task.model.raw(params, x, t, yy, codes)
+            return task.module.apply({"params": params}, x, t, yy)
 
-    def denoise(x, s):
-        return edm.denoise(raw, x, s, y)
+        def denoise(x, s):
+            return edm.denoise(raw, x, s, y)
 
-    x_noisy = x_src.astype(jnp.float32) + sigma_start * jax.random.normal(key, x_src.shape, jnp.float32)
-    return jnp.clip(solve_ode(denoise, x_noisy, sigmas, solver), -1.0, 1.0)
+        x_noisy = x_src.astype(jnp.float32) + sigma_start * jax.random.normal(key, x_src.shape, jnp.float32)
+        return jnp.clip(solve_ode(denoise, x_noisy, sigmas, solver), -1.0, 1.0)
+
+    return run(params, x_src, key, codes)

@@ -133,14 +133,14 @@ def test_joint_loss_is_finite_and_decreases_on_a_tiny_run():
             u, s = opt.update(g, s, p)
             return (optax.apply_updates(p, u), s), (loss, metrics["code_distinct"])
 
-        keys = jax.random.split(jax.random.PRNGKey(1), 60)
+        keys = jax.random.split(jax.random.PRNGKey(1), 40)
         (p, _), (losses, distinct) = jax.lax.scan(step, (params, opt.init(params)), keys)
         return p, losses, distinct
 
     new_params, losses, distinct = run(params)
     losses = np.asarray(losses)
     assert np.all(np.isfinite(losses))
-    assert losses[-15:].mean() < 0.85 * losses[:15].mean(), losses
+    assert losses[-10:].mean() < 0.85 * losses[:10].mean(), losses
     assert np.all((np.asarray(distinct) > 0) & (np.asarray(distinct) <= 1))
     moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), new_params["encoder"], params["encoder"])
     assert all(v > 0 for v in jax.tree_util.tree_leaves(moved))  # the encoder is trained jointly
@@ -251,7 +251,7 @@ def test_bad_qac_configs_fail_before_training():
         CodeSpec(tokens=2).from_indices(jnp.zeros((3, 5), jnp.int32))
 
 
-@pytest.mark.parametrize("variant", ["cifar10-qac", "ffhq64-baseline"])
+@pytest.mark.parametrize("variant", ["cifar10-qac", pytest.param("ffhq64-baseline", marks=pytest.mark.slow)])
 def test_paper_presets_instantiate_and_lower(variant):
     config = get_config(variant)
     from jaxlab.train.task import task_from_config
