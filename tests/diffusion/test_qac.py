@@ -196,10 +196,6 @@ def test_sampling_a_trained_qac_run_through_the_shared_loop(tmp_path):
     z = jax.random.normal(jax.random.PRNGKey(0), (5, 8, 8, 1))
     out = sampler.sample(z, jax.random.PRNGKey(1))
     assert out.shape == (5, 8, 8, 1) and bool(jnp.all(jnp.isfinite(out)))
-    saved.qac.prior = "ar"
-    ar = edm_sampling.make_prior(saved, task, params)
-    out_ar = sampler.sample(z, jax.random.PRNGKey(1), codes=task.spec.from_indices(ar.sample(jax.random.PRNGKey(3), 5)))
-    assert bool(jnp.all(jnp.isfinite(out_ar)))
     with pytest.raises(ValueError, match=r"codes must be \[N, 2, 4\]"):
         sampler.sample(z, jax.random.PRNGKey(1), codes=jnp.ones((5, 3, 4)))
     with pytest.raises(ValueError, match="5 noises"):
@@ -209,8 +205,6 @@ def test_sampling_a_trained_qac_run_through_the_shared_loop(tmp_path):
     own = task.model.encode(params, x_src)
     kept = edm_sampling.sdedit(task, params, x_src, jax.random.PRNGKey(2), sigma_start=0.01, nfe=2, codes=own)
     np.testing.assert_allclose(kept, jnp.clip(x_src, -1, 1), atol=0.05)
-    edited = edm_sampling.sdedit(task, params, x_src, jax.random.PRNGKey(2), sigma_start=5.0, nfe=2, codes=own)
-    assert edited.shape == x_src.shape and float(jnp.abs(edited - x_src).mean()) > 0.05
     with pytest.raises(ValueError, match="edits with codes"):
         edm_sampling.sdedit(task, params, x_src, jax.random.PRNGKey(2), sigma_start=1.0)
     with pytest.raises(ValueError, match="sigma_start"):
