@@ -80,7 +80,7 @@ class RunSampler:
         if isinstance(self.task, QACTask):
             if self.prior is None:
                 raise ValueError("a QAC run samples with codes from a prior: pass prior=fit_prior(...)")
-            self._fn = make_edm_sampler(self.task.edm, self.task._raw_apply, solver=self.solver, nfe=self.nfe)
+            self._fn = make_edm_sampler(self.task.edm, self.task.raw_apply, solver=self.solver, nfe=self.nfe)
         else:
             module = self.task.module
             self._fn = make_edm_sampler(self.task.edm, lambda p, x, t, y: module.apply({"params": p}, x, t, y),

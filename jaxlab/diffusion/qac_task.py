@@ -12,10 +12,10 @@ unconditional), plus ``config.qac``: ``quantizer``, ``code_tokens``, ``bits``, `
 
 Progress grids (the loop's ``sample`` hook) have no dataset to encode, so they use codes drawn
 uniformly from all ``vocab^L`` codes: a view of training progress, not QAC's sampling recipe
-(``jaxlab.diffusion.qac_sampling`` draws codes from a prior fitted to the training codes).
+(``jaxlab.diffusion.edm_sampling`` draws codes from a prior fitted to the training codes).
 
 The task has no ``model_spec``: a QAC run has two towers, so no ``model.json`` is written;
-``jaxlab.diffusion.qac_sampling.load_run(workdir)`` rebuilds it from ``config.json``.
+``jaxlab.diffusion.edm_sampling.load_run(config, workdir)`` rebuilds it from the config.
 """
 
 import jax
@@ -99,11 +99,12 @@ class QACTask:
         self.spec.check_code(code)
         key = (solver or self.solver, nfe or self.nfe)
         if key not in self._samplers:  # one jit per solver configuration
-            self._samplers[key] = make_edm_sampler(self.edm, self._raw_apply, solver=key[0], nfe=key[1])
+            self._samplers[key] = make_edm_sampler(self.edm, self.raw_apply, solver=key[0], nfe=key[1])
         sampler = self._samplers[key]
         return sampler(params, z, jnp.zeros((z.shape[0],), jnp.int32), code)
 
-    def _raw_apply(self, params, x_in, t, y, code):
+    def raw_apply(self, params, x_in, t, y, code):
+        """``make_edm_sampler``'s ``apply_fn`` with the code as its extra argument."""
         return self.model.raw(params, x_in, t, y, code)
 
     def sample(self, params, rng: jax.Array) -> jax.Array:
