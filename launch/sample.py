@@ -77,6 +77,8 @@ def main(argv):
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/dit.py:tiny")
     outdir = pathlib.Path(_OUTDIR.value)
+    if "edm" in config:  # EDM / QAC runs (configs/qac.py): the ODE solvers of jaxlab.diffusion.edm
+        return _sample_edm(config, _CHECKPOINT.value, outdir)
     sample_cfg = config.sample
     validate_sample_config(sample_cfg, _model_config(config, _CHECKPOINT.value).num_classes)  # before any model work
     module, params = build(config, _CHECKPOINT.value, config.seed)
@@ -132,6 +134,30 @@ def main(argv):
         grid = save_grid(outdir / "grid.png", channels, ncol=_grid_columns(sample_cfg), scale=max(1, 128 // samples.shape[1]))
         print(f"wrote {len(samples)} samples to {outdir / 'samples.npz'} and {grid}")
     print(f"{sample_cfg.sampler}-{sample_cfg.num_steps}, cfg {sample_cfg.cfg_scale}: {elapsed:.1f}s (including compilation)")
+
+
+def _sample_edm(config, checkpoint: str | None, outdir: pathlib.Path) -> None:
+    """``config.edm.num_samples`` samples of an EDM/QAC training workdir with ``config.edm.solver`` at
+    ``config.edm.nfe``; QAC codes come from ``config.qac.prior`` fitted to the training codes."""
+    from jaxlab.diffusion import edm_sampling
+
+    if not checkpoint:
+        raise app.UsageError("EDM/QAC sampling needs --checkpoint=<training workdir> (configs/qac.py runs)")
+    task, params = edm_sampling.load_run(config, checkpoint)
+    prior = edm_sampling.make_prior(config, task, params) if "qac" in config else None
+    sampler = edm_sampling.RunSampler(task, params, config.edm.solver, int(config.edm.nfe), prior)
+    cfg, n = task.model_config, int(config.edm.num_samples)
+    key = jax.random.key(config.seed)
+    z = jax.random.normal(jax.random.fold_in(key, 0), (n, cfg.input_size, cfg.input_size, cfg.in_channels))
+    codes = sampler.codes(jax.random.fold_in(key, 1), n)
+    samples = np.asarray(sampler.sample(z, key, codes))
+    if not np.isfinite(samples).all():
+        raise FloatingPointError("the samples hold NaN/Inf; nothing written: check config.edm (solver, nfe) and the run")
+    outdir.mkdir(parents=True, exist_ok=True)
+    extra = {} if codes is None else {"codes": np.asarray(codes)}
+    np.savez(outdir / "samples.npz", samples=samples, labels=np.zeros(n, np.int32), **extra)
+    grid = save_grid(outdir / "grid.png", samples, scale=max(1, 128 // samples.shape[1]))
+    print(f"wrote {n} samples ({config.edm.solver}, {config.edm.nfe} NFE) to {outdir / 'samples.npz'} and {grid}")
 
 
 if __name__ == "__main__":

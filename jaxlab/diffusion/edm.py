@@ -264,21 +264,22 @@ def make_edm_sampler(
     solver: str = "heun",
     nfe: int = 35,
 ) -> Callable[..., jax.Array]:
-    """A jitted ``sample(params, z [N, H, W, C], y) -> x_0`` at exactly ``nfe`` backbone calls.
+    """A jitted ``sample(params, z [N, H, W, C], y, *extra) -> x_0`` at exactly ``nfe`` backbone calls.
 
-    ``apply_fn(params, x_in, t, y)`` runs the raw backbone, e.g.
-    ``lambda p, x, t, y: module.apply({"params": p}, x, t, y)``; ``z`` is standard normal noise
-    (scaled by ``sigma_max`` here). Compiles once per (shape, dtype, y structure): params, noise
-    and labels are arguments, the grid is a constant of the solver configuration.
+    ``apply_fn(params, x_in, t, y, *extra)`` runs the raw backbone, e.g.
+    ``lambda p, x, t, y: module.apply({"params": p}, x, t, y)``; ``extra`` are further per-call
+    arrays passed through unchanged (QAC's codes). ``z`` is standard normal noise (scaled by
+    ``sigma_max`` here). Compiles once per (shape, dtype, y structure): params, noise and labels
+    are arguments, the grid is a constant of the solver configuration.
     """
     num_steps = steps_for_nfe(solver, nfe)
 
     @jax.jit
-    def sample(params, z, y=None):
+    def sample(params, z, y=None, *extra):
         sigmas = edm.sigmas(num_steps, jnp.float32)
 
         def denoise_fn(x, sigma):
-            return edm.denoise(lambda xi, t, yi: apply_fn(params, xi, t, yi), x, sigma, y)
+            return edm.denoise(lambda xi, t, yi: apply_fn(params, xi, t, yi, *extra), x, sigma, y)
 
         return solve_ode(denoise_fn, z.astype(jnp.float32) * sigmas[0], sigmas, solver)
 

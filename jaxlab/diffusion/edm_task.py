@@ -27,6 +27,15 @@ EDM_FIELDS = ("sigma_data", "sigma_min", "sigma_max", "rho", "p_mean", "p_std", 
 TASK_FIELDS = ("use_labels", "solver", "nfe", "num_samples")
 
 
+def parse_edm_section(section: dict) -> tuple[EDM, dict]:
+    """``config.edm`` -> ``(EDM, task fields)``; unknown keys are an error naming the allowed ones."""
+    unknown = sorted(set(section) - set(EDM_FIELDS) - set(TASK_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in config.edm; allowed keys: {sorted(EDM_FIELDS + TASK_FIELDS)}")
+    edm = EDM(**{k: float(section[k]) for k in EDM_FIELDS if k in section})
+    return edm, {k: section[k] for k in TASK_FIELDS if k in section}
+
+
 class EDMTask:
     """``init_params`` / ``loss_fn`` for EDM training, plus an ODE sampler for progress grids."""
 
@@ -50,13 +59,8 @@ class EDMTask:
     def from_config(cls, config) -> "EDMTask":
         family = get_family(config.model_family)
         model_config = family.config.from_dict(to_dict(config.model))
-        section = to_dict(config.edm)
-        unknown = sorted(set(section) - set(EDM_FIELDS) - set(TASK_FIELDS))
-        if unknown:
-            allowed = sorted(EDM_FIELDS + TASK_FIELDS)
-            raise ValueError(f"unknown key(s) {unknown} in config.edm; allowed keys: {allowed}")
-        edm = EDM(**{k: float(section[k]) for k in EDM_FIELDS if k in section})
-        return cls(config.model_family, model_config, edm, **{k: section[k] for k in TASK_FIELDS if k in section})
+        edm, task_fields = parse_edm_section(to_dict(config.edm))
+        return cls(config.model_family, model_config, edm, **task_fields)
 
     def _labels(self, batch) -> jax.Array:
         y = batch["label"]

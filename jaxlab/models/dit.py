@@ -167,13 +167,20 @@ class DiT(nn.Module):
         y: jax.Array,
         train: bool = False,
         force_drop_ids: jax.Array | None = None,
+        cond: jax.Array | None = None,
     ) -> jax.Array:
+        """``cond [N, hidden_size]`` (optional): an extra embedding added to the timestep + label
+        embedding, e.g. QAC's code (``jaxlab.diffusion.qac``); None leaves the model unchanged."""
         cfg = self.config
         self._check_inputs(x, y)
         dtype = jnp.dtype(cfg.dtype)
         h = self.x_embedder(x) + jnp.asarray(pos_embed_table(cfg.hidden_size, cfg.input_size // cfg.patch_size), dtype)
         h = nn.with_logical_constraint(h, ("batch", "length", "embed"))
         c = self.t_embedder(t) + self.y_embedder(y, train, force_drop_ids)
+        if cond is not None:
+            if cond.shape != c.shape:
+                raise ValueError(f"DiT cond must be [N, hidden_size] = {tuple(c.shape)}, got {tuple(cond.shape)}")
+            c = c + cond.astype(c.dtype)
         if cfg.scan_blocks:
             h, _ = self.blocks(h, c)
         else:

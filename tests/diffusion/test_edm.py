@@ -205,3 +205,23 @@ def test_trajectory_and_curvature_closed_form():
         assert expected > 0.05
     with pytest.raises(ValueError, match="pass the grid"):
         trajectory_curvature(gaussian_denoiser, traj, edm.sigmas(10))
+
+
+def test_heun_at_3_nfe_blows_up_on_edms_grid_as_algorithm_1_predicts():
+    """Heun at NFE 3 (N = 2, grid 80 -> 0.002 -> 0) is far off by construction, not by a bug.
+
+    EDM's Algorithm 1 (and NVlabs/edm ``edm_sampler``) averages the slope at sigma = 80 with the
+    slope at sigma = 0.002, where a near-denoised predictor has almost zero velocity: the step moves
+    only about half way. Closed form for the Gaussian case, checked against ``solve_ode``.
+    """
+    edm = EDM()
+    with jax.enable_x64(True):
+        x = 80.0 * jax.random.normal(jax.random.PRNGKey(5), (256,), jnp.float64)
+        got = np.asarray(solve_ode(gaussian_denoiser, x, edm.sigmas(2, jnp.float64), "heun"))
+    x, s0, s1 = np.asarray(x), edm.sigma_max, edm.sigma_min
+    d0 = (x - gaussian_denoiser(x, s0)) / s0
+    x_euler = x + (s1 - s0) * d0
+    d1 = (x_euler - gaussian_denoiser(x_euler, s1)) / s1
+    x1 = x + (s1 - s0) * 0.5 * (d0 + d1)
+    np.testing.assert_allclose(got, gaussian_denoiser(x1, s1), rtol=1e-10)
+    assert 30.0 < np.std(got) < 50.0  # about sigma_max / 2 = 40, against the data's s = 0.5
