@@ -36,7 +36,8 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", "sudoku", "shipped name or .npz 
                                   "directory (Hugging Face layout or launch.convert output)")
 _PROMPT = flags.DEFINE_string("prompt", None, "prompt text", required=True)
 _DECODER = flags.DEFINE_enum("decoder", "dcd", DECODERS, "decoding rule")
-_CACHE = flags.DEFINE_string("cache", "none", "dcd/block: none|prefix|dual|prefix-delayN|dual-delayN; fastdllm: none|prefix|dual")
+_CACHE = flags.DEFINE_string("cache", "none", "dcd/block: none|prefix|dual|prefix-delayN|dual-delayN; "
+                             "fastdllm/llada_remask/remedi: none|prefix|dual")
 _STEPS = flags.DEFINE_integer("steps", 0, "steps for llada/fastdllm/remdm/llada_remask/remedi (0: one per answer token)")
 _THRESHOLD = flags.DEFINE_float("threshold", 0.9, "dcd/block/fastdllm confidence threshold")
 _WINDOW = flags.DEFINE_integer("window", 4, "dcd initial window / block size")

@@ -56,8 +56,9 @@ def decode_ids(module, params, prompt, decoder: str, *, gen_length: int, block_l
                               cache_type=cache, refresh_count=window, mask_id=cfg.mask_token_id,
                               pad_id=cfg.pad_token_id, eos_id=cfg.eos_token_id)
         return decode(module, params, prompt, config)
-    if cache != "none" and decoder != "fastdllm":
-        raise ValueError(f"--cache={cache!r} is not available for --decoder={decoder} (use dcd, block or fastdllm)")
+    if cache != "none" and decoder not in ("fastdllm", "llada_remask", "remedi"):
+        raise ValueError(f"--cache={cache!r} is not available for --decoder={decoder} (use dcd, block, fastdllm, "
+                         f"llada_remask or remedi)")
     if decoder == "llada":
         return llada_generate(module, params, prompt, steps=steps, block_length=block, **common)
     if decoder == "fastdllm":
@@ -67,8 +68,8 @@ def decode_ids(module, params, prompt, decoder: str, *, gen_length: int, block_l
         return remdm_generate(module, params, prompt, steps=steps, schedule=ReMDMSchedule(schedule), temperature=0.0,
                               rng=jax.random.key(seed), **common)
     if decoder == "llada_remask":
-        return llada_remask_generate(module, params, prompt, steps=steps, block_length=block, **common)
-    return remedi_generate(module, params, prompt, steps=steps, block_length=block, **common)
+        return llada_remask_generate(module, params, prompt, steps=steps, block_length=block, cache=cache, **common)
+    return remedi_generate(module, params, prompt, steps=steps, block_length=block, cache=cache, **common)
 
 
 def committed_frames(result, prompt_length: int, mask_id: int, render) -> list[str]:
