@@ -183,8 +183,14 @@ def main():
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (a CPU smoke run of the same programs)")
     parser.add_argument("--max_batch", type=int, default=256, help="DiT-XL/2: first batch tried (halved until it fits)")
     parser.add_argument("--batch", type=int, default=64, help="U-DiT-B and DiC-B train-step batch")
+    parser.add_argument("--llada_8b", action="store_true", help="add LLaDA-8B-shaped decoding rows "
+                        "(benchmarks/dlm_accelerator.py; ~32 GB of weights; on CPU: lowered only)")
     args = parser.parse_args()
     rows = run(args.tiny, args.max_batch, args.batch)
+    if args.llada_8b:
+        from benchmarks.dlm_accelerator import llada_8b_rows, lower_llada_8b
+
+        rows += lower_llada_8b() if jax.default_backend() == "cpu" else llada_8b_rows()
     print_table(rows, ["program", "dtype", "batch", "result", "mfu_model", "mfu_hw", "mfu_model_datasheet"])
 
 

@@ -129,14 +129,16 @@ def main():
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--refresh", type=int, default=4, help="refresh_count of the cached decoders")
     parser.add_argument("--repeats", type=int, default=3, help="timing: fastest of this many passes")
-    parser.add_argument("--mode", default="accuracy", choices=["accuracy", "throughput", "selfcorrect"],
+    parser.add_argument("--mode", default="accuracy", choices=["accuracy", "throughput", "selfcorrect", "remask_cache"],
                         help="accuracy: block vs DCD on a trained model; throughput: generated tokens/s of every "
                              "decoder x cache on a ~34M random-weight LLaDA (benchmarks/dlm_throughput.py); "
-                             "selfcorrect: accuracy vs forwards of the remasking samplers (benchmarks/dlm_selfcorrect.py)")
+                             "selfcorrect: accuracy vs forwards of the remasking samplers (benchmarks/dlm_selfcorrect.py); "
+                             "remask_cache: accuracy of the block-local remasking samplers with each block cache")
     parser.add_argument("--gen", type=int, default=256, help="throughput: generated tokens")
     parser.add_argument("--prompt_length", type=int, default=64, help="throughput: prompt tokens")
     parser.add_argument("--size", default="512,8,8192", help="throughput: d_model,n_layers,vocab of the random LLaDA")
     parser.add_argument("--seeds", type=int, default=3, help="selfcorrect: seeds of the sampling decoders")
+    parser.add_argument("--only", default="", help="throughput: comma-separated decoder-name substrings to keep")
     args = parser.parse_args()
     if args.mode == "throughput":
         from benchmarks.dlm_throughput import throughput
@@ -145,7 +147,8 @@ def main():
         d_model, n_layers, vocab = (int(v) for v in args.size.split(","))
         model_kw = dict(d_model=d_model, n_layers=n_layers, n_heads=max(1, d_model // 64), mlp=(d_model * 11 // 4) // 64 * 64,
                         vocab=vocab)
-        rows = throughput(gen=args.gen, prompt_length=args.prompt_length, rounds=args.repeats, model_kw=model_kw)
+        rows = throughput(gen=args.gen, prompt_length=args.prompt_length, rounds=args.repeats, model_kw=model_kw,
+                          only=tuple(filter(None, args.only.split(","))))
         print_table(rows, list(rows[0]))
         return
 
@@ -162,6 +165,13 @@ def main():
 
         print(f"device {device_name()} (shared); model {checkpoint}; task {task.name}; {args.num_examples} held-out prompts")
         rows = selfcorrect(module, params, task, num_examples=args.num_examples, seeds=args.seeds)
+        print_table(rows, list(rows[0]))
+        return
+    if args.mode == "remask_cache":
+        from benchmarks.dlm_selfcorrect import remask_cache_accuracy
+
+        print(f"device {device_name()} (shared); model {checkpoint}; task {task.name}; {args.num_examples} held-out prompts")
+        rows = remask_cache_accuracy(module, params, task, num_examples=args.num_examples, block=args.window)
         print_table(rows, list(rows[0]))
         return
     print(f"device {device_name()}; model {checkpoint} ({sum(p.size for p in jax.tree.leaves(params)):,} params, "

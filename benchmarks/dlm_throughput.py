@@ -71,16 +71,20 @@ def decoders(module, gen: int, block: int, per_step: int):
         rows.append(("Fast-dLLM", cache, wrap(fastdllm_generate, steps=steps, block_length=block, cache=cache)))
     rows.append(("ReMDM-cap", "none", wrap(remdm_generate, steps=steps, temperature=0.0, rng=jax.random.key(0),
                                            schedule=ReMDMSchedule("cap"))))
-    rows.append(("LLaDA-ReMDM (remask 1)", "none", wrap(llada_remask_generate, steps=steps, block_length=block)))
-    rows.append(("RemeDi keep-top-K", "none", wrap(remedi_generate, steps=steps, block_length=block)))
+    for cache in ("none", "prefix", "dual"):
+        rows.append(("LLaDA-ReMDM (remask 1)", cache, wrap(llada_remask_generate, steps=steps, block_length=block,
+                                                           cache=cache)))
+    for cache in ("none", "prefix", "dual"):
+        rows.append(("RemeDi keep-top-K", cache, wrap(remedi_generate, steps=steps, block_length=block, cache=cache)))
     return rows
 
 
-def throughput(*, gen=256, prompt_length=64, block=32, per_step=4, rounds=2, model_kw=None) -> list[dict]:
+def throughput(*, gen=256, prompt_length=64, block=32, per_step=4, rounds=2, model_kw=None, only=()) -> list[dict]:
+    """``only``: keep the decoders whose name contains one of these substrings (all when empty)."""
     module, params = build(**(model_kw or {}))
     n_params = sum(p.size for p in jax.tree.leaves(params))
     prompt = np.random.default_rng(0).integers(0, module.config.vocab_size - 3, (1, prompt_length)).astype(np.int32)
-    rows = decoders(module, gen, block, per_step)
+    rows = [r for r in decoders(module, gen, block, per_step) if not only or any(o in r[0] for o in only)]
     best = {i: float("inf") for i in range(len(rows))}
     forwards = {}
     for i, (_, _, fn) in enumerate(rows):  # compile (and check) outside the clock

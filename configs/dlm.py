@@ -17,7 +17,8 @@ Variants:
   also hold ``prompt_lengths``; lr 2.5e-5, batch 256 (same caveat).
 - ``sudoku``, ``addition``: small CPU models (4 layers, width 64, ~0.2M parameters) trained with
   the SFT objective on the embedded synthetic tasks of ``jaxlab.data.text_tasks``; they reach a
-  useful accuracy on a laptop CPU in minutes (docs/dlm.md has the numbers).
+  useful accuracy on a laptop CPU in minutes (docs/dlm.md has the numbers). ``addition-long``: the
+  same with 10-digit operands (longer carry chains, where early digits go wrong).
 - ``text``: the same small model pre-trained on the Python help topics that ship with the
   standard library (character level).
 
@@ -44,6 +45,8 @@ TASK = "jaxlab.dlm.task:MaskedDiffusionTask.from_config"
 _SMALL = {
     "sudoku": dict(spec="sudoku:num_blanks=10", objective="sft", window=4, num_steps=2000),
     "addition": dict(spec="addition:num_digits=5", objective="sft", window=4, num_steps=1000),
+    # longer carry chains: a task where early (left-most) digits are often wrong
+    "addition-long": dict(spec="addition:num_digits=10", objective="sft", window=4, num_steps=1500),
     "text": dict(spec="text:corpus=pydoc,seq_length=64", objective="pretrain", window=8, num_steps=2000),
 }
 _LARGE = {"llada-8b": "pretrain", "llada-8b-sft": "sft"}

@@ -85,3 +85,33 @@ class ModelCalls:
             return call
 
         return jax.lax.switch(branch, [run(w) for w in widths], (tokens, cache, start, stop, key))
+
+
+def refresh_logits(module, params, tokens: jax.Array, cache: KVCache):
+    """A full forward that rewrites every cache row -> ``(logits [B, L, V] f32, cache)``."""
+    logits, cache = module.apply({"params": params}, tokens, cache=cache)
+    return logits.astype(jnp.float32), cache
+
+
+def cached_logits(module, params, tokens: jax.Array, cache: KVCache, start, stop, widths: tuple[int, ...]):
+    """Recomputes ``[start, stop)`` against ``cache`` (as ``ModelCalls.cached``) -> ``(logits [B, L, V] f32, cache)``:
+    the fed slice's logits at their positions, zeros elsewhere (meaningless outside ``[start, stop)``)."""
+    batch, length = tokens.shape
+    vocab = module.config.embedding_size
+    widths_arr = jnp.asarray(widths, jnp.int32)
+    branch = jnp.minimum(jnp.searchsorted(widths_arr, stop - start), len(widths) - 1)
+
+    def run(width):
+        def call(operands):
+            tokens, cache, start, stop = operands
+            offset = jnp.clip(start, 0, length - width)
+            ids = jax.lax.dynamic_slice_in_dim(tokens, offset, width, axis=1)
+            pos = offset + jnp.arange(width, dtype=jnp.int32)
+            write = ((pos >= start) & (pos < stop))[None]
+            logits, cache = module.apply({"params": params}, ids, cache=cache, offset=offset, write_mask=write)
+            full = jnp.zeros((batch, length, vocab), jnp.float32)
+            return jax.lax.dynamic_update_slice_in_dim(full, logits.astype(jnp.float32), offset, axis=1), cache
+
+        return call
+
+    return jax.lax.switch(branch, [run(w) for w in widths], (tokens, cache, start, stop))

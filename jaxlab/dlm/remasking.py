@@ -50,8 +50,8 @@ token array, compiled once per configuration and shape):
   others go back to [MASK]** (committed tokens included); ``K_i`` is the cumulative unmask count
   (``block // steps`` per step, the remainder on the last steps). Score: ``'prob'`` = softmax
   probability of the position's current/proposed token (this issue's choice), ``'logit'`` = its raw
-  logit (what the released script ranks by). RemeDi's trained confidence head (UPS) is not
-  implemented. Earlier blocks are frozen, later ones masked (the released model is block-causal
+  logit (what the released script ranks by), ``'head'`` = a trained per-token confidence head
+  (``jaxlab.dlm.confidence``; RemeDi's policy ranks by its UPS head's confidence). Earlier blocks are frozen, later ones masked (the released model is block-causal
   with a KV cache; LLaDA is bidirectional, so later blocks' masks are visible here).
 
 Batch independence: every random draw is keyed by ``fold_in(rng, row)``, so a row's result does
@@ -59,10 +59,15 @@ not depend on the other rows or on the batch size; ``attention_mask [B, P]`` (1 
 lets rows with left-padded prompts decode as if alone. ``llada_remask_generate`` keeps
 ``llada_generate``'s batch-wide random stream so that it reproduces it exactly.
 
-Caches: none of the three uses a KV cache. ReMDM may re-mask any generated position at any step,
-so no prefix or suffix is stable and prefix/dual caches are not well-defined (``cache`` other than
-'none' is refused). The two block-local samplers would admit Fast-dLLM's approximate block caches
-(only the current block changes); not implemented.
+Caches: ReMDM may re-mask any generated position at any step, so no prefix or suffix is stable
+and prefix/dual caches are not well-defined (``cache`` other than 'none' is refused). The two
+block-local samplers take Fast-dLLM's block caches (``cache='prefix' | 'dual'``): the first step
+of every block is a full forward that rewrites the KV cache (and commits as usual); the block's
+later steps recompute ``[block start, L)`` (prefix) or only the block (dual) against it. Tokens
+outside the current block never change during the block, so the cached K/V are stale only through
+attention to the block's changing tokens: exact for a one-layer model or one step per block
+(tested token for token), approximate otherwise, as Fast-dLLM's. The forward count is unchanged;
+not combined with ``attention_mask`` (padded prompts) or with ``score='head'``.
 """
 
 import dataclasses
@@ -72,6 +77,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlab.dlm.cache import bucket_widths, cached_logits, refresh_logits
 from jaxlab.dlm.decoding import check_prompt
 from jaxlab.dlm.samplers import _compiled, _proposals, _Settings
 from jaxlab.dlm.scoring import gumbel, probability_of, top_k_mask
@@ -165,9 +171,14 @@ def remdm_alphas(schedule: ReMDMSchedule, steps: int) -> tuple[np.ndarray, np.nd
     return alpha_t, alpha_s, sigma
 
 
-def _check_common(module, prompt, gen_length, mask_id, temperature, attention_mask, cache):
-    if cache != "none":
+def _check_common(module, prompt, gen_length, mask_id, temperature, attention_mask, cache, block_local=False):
+    if cache != "none" and not block_local:
         raise ValueError(f"cache={cache!r}: {_CACHE_REFUSAL}")
+    if cache not in BLOCK_CACHES:
+        raise ValueError(f"unknown cache {cache!r}; the block-local samplers take one of {list(BLOCK_CACHES)}")
+    if cache != "none" and attention_mask is not None:
+        raise ValueError(f"cache={cache!r} with an attention_mask (padded prompts) is not implemented; decode padded "
+                         f"batches with cache='none' or group prompts by length")
     for name, value in (("gen_length", gen_length),):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
@@ -185,11 +196,29 @@ def _check_common(module, prompt, gen_length, mask_id, temperature, attention_ma
 
 
 _CACHE_REFUSAL = (
-    "the remasking samplers run without a KV cache. ReMDM can re-mask any generated position at any step, so no "
-    "prefix/suffix is stable and a prefix or dual cache is not well-defined; the block-local samplers "
-    "(llada_remask_generate, remedi_generate) would admit Fast-dLLM's approximate block cache but do not implement it. "
-    "Use cache='none', or fastdllm_generate / decode for cached decoding"
+    "ReMDM runs without a KV cache: it can re-mask any generated position at any step, so no prefix/suffix is stable "
+    "and a prefix or dual cache is not well-defined. Use cache='none'; the block-local samplers "
+    "(llada_remask_generate, remedi_generate) take cache='prefix' or 'dual'"
 )
+BLOCK_CACHES = ("none", "prefix", "dual")
+
+
+def _block_forward(module, params, cache_kind: str, gen_length: int, block_length: int):
+    """``forward(x, cache, j, start) -> (logits [B, L, V], cache)`` with Fast-dLLM's block caches: step ``j == 0``
+    of a block is a full forward that rewrites the cache; later steps recompute ``[start, L)`` (prefix) or the
+    block ``[start, start + block_length)`` (dual) against it. Logits outside the recomputed range are zeros
+    (block-local samplers read only the block)."""
+    widths = (block_length,) if cache_kind == "dual" else bucket_widths(gen_length)
+
+    def forward(x, cache, j, start):
+        stop = jnp.int32(x.shape[1]) if cache_kind == "prefix" else start + block_length
+        return jax.lax.cond(
+            j == 0,
+            lambda: refresh_logits(module, params, x, cache),
+            lambda: cached_logits(module, params, x, cache, start, stop, widths),
+        )
+
+    return forward
 
 
 def _row_keys(key, batch: int):
@@ -297,15 +326,16 @@ def _remdm(module, st: _RemdmSettings, params, prompt, prompt_mask, key):
     return _run_steps(body, x, gen, st.steps)
 
 
-def _run_steps(body, x, gen, steps: int) -> dict:
-    """Runs ``body(i, (x, commit_step, commit_conf, num_masked, num_remasked))`` for ``steps`` steps in
-    one ``fori_loop`` from fresh bookkeeping, and returns the sampler's output dict (one forward per step)."""
+def _run_steps(body, x, gen, steps: int, extra=None) -> dict:
+    """Runs ``body(i, (x, commit_step, commit_conf, num_masked, num_remasked[, extra]))`` for ``steps`` steps in
+    one ``fori_loop`` from fresh bookkeeping, and returns the sampler's output dict (one forward per step).
+    ``extra`` (e.g. a KV cache) is carried when given."""
     batch, length = x.shape
     init = (
         x, jnp.where(gen, -2, -1).repeat(batch, 0).astype(jnp.int32), jnp.zeros((batch, length), jnp.float32),
         jnp.zeros((steps, batch), jnp.int32), jnp.zeros((steps, batch), jnp.int32),
-    )
-    x, commit_step, commit_conf, num_masked, num_remasked = jax.lax.fori_loop(0, steps, body, init)
+    ) + (() if extra is None else (extra,))
+    x, commit_step, commit_conf, num_masked, num_remasked = jax.lax.fori_loop(0, steps, body, init)[:5]
     return dict(tokens=x, num_forward=jnp.int32(steps), num_masked=num_masked, num_remasked=num_remasked,
                 commit_step=commit_step, commit_conf=commit_conf)
 
@@ -328,6 +358,7 @@ class _LladaRemaskSettings:
     remask_start: float
     remask_steps: int
     remask_number: int
+    cache: str = "none"
 
 
 def llada_remask_generate(
@@ -342,7 +373,8 @@ def llada_remask_generate(
     """
     base = _Settings(steps, gen_length, block_length, float(temperature), "low_confidence", mask_id,
                      has_attention_mask=attention_mask is not None)
-    prompt, attention_mask, _ = _check_common(module, prompt, gen_length, mask_id, temperature, attention_mask, cache)
+    prompt, attention_mask, _ = _check_common(module, prompt, gen_length, mask_id, temperature, attention_mask, cache,
+                                              block_local=True)
     from jaxlab.dlm.samplers import _check
 
     _check(base, module, prompt)
@@ -357,7 +389,7 @@ def llada_remask_generate(
         raise ValueError("temperature > 0 samples tokens: pass rng=jax.random.key(...)")
     if remask_number == 0:
         remask_steps = 0  # nothing to remask: no extra forwards (and llada_generate's random stream)
-    settings = _LladaRemaskSettings(base, float(remask_start), int(remask_steps), int(remask_number))
+    settings = _LladaRemaskSettings(base, float(remask_start), int(remask_steps), int(remask_number), cache)
     run = _compiled(_llada_remask, type(module), module.config, settings)
     return _to_result(run(params, prompt, attention_mask, jax.random.key(0) if rng is None else rng))
 
@@ -377,9 +409,13 @@ def _llada_remask(module, st: _LladaRemaskSettings, params, prompt, prompt_mask,
     logits_of = _logits_fn(module, params, attention, b.has_attention_mask)
     x = jnp.concatenate([prompt, jnp.full((batch, b.gen_length), b.mask_id, jnp.int32)], axis=1)
     gen = pos[None] >= p
+    if st.cache != "none":
+        from jaxlab.models.dlm import init_cache
+
+        forward = _block_forward(module, params, st.cache, b.gen_length, b.block_length)
 
     def body(it, s):
-        x, commit_step, commit_conf, counts, num_masked, num_remasked, key = s
+        x, commit_step, commit_conf, counts, num_masked, num_remasked, key, cache = s
         key, sub = jax.random.split(key)
         block, j = it // iters, it % iters
         start = p + block * b.block_length
@@ -394,7 +430,11 @@ def _llada_remask(module, st: _LladaRemaskSettings, params, prompt, prompt_mask,
         x = jnp.where(remask, b.mask_id, x)
         commit_step = jnp.where(remask, -2, commit_step)
         commit_conf = jnp.where(remask, 0.0, commit_conf)
-        conf, tok = score(logits_of(x), sub)
+        if st.cache == "none":
+            logits = logits_of(x)
+        else:
+            logits, cache = forward(x, cache, j, start)
+        conf, tok = score(logits, sub)
         c = jnp.where(j < on, j, j - st.remask_steps)  # index in LLaDA's schedule
         k_plain = counts // per_block + (c < counts % per_block)
         k = jnp.where(remask_phase, n_remask, k_plain).astype(jnp.int32)
@@ -405,13 +445,14 @@ def _llada_remask(module, st: _LladaRemaskSettings, params, prompt, prompt_mask,
         commit_conf = jnp.where(chosen, conf, commit_conf)
         num_masked = num_masked.at[it].set(jnp.sum((x == b.mask_id) & gen, axis=-1).astype(jnp.int32))
         num_remasked = num_remasked.at[it].set(jnp.sum(remask, axis=-1).astype(jnp.int32))
-        return x, commit_step, commit_conf, counts, num_masked, num_remasked, key
+        return x, commit_step, commit_conf, counts, num_masked, num_remasked, key, cache
 
     init = (
         x, jnp.where(gen, -2, -1).repeat(batch, 0).astype(jnp.int32), jnp.zeros((batch, length), jnp.float32),
         jnp.zeros((batch,), jnp.int32), jnp.zeros((total, batch), jnp.int32), jnp.zeros((total, batch), jnp.int32), key,
+        () if st.cache == "none" else init_cache(module.config, batch, length),
     )
-    x, commit_step, commit_conf, _, num_masked, num_remasked, _ = jax.lax.fori_loop(0, total, body, init)
+    x, commit_step, commit_conf, _, num_masked, num_remasked, _, _ = jax.lax.fori_loop(0, total, body, init)
     return dict(tokens=x, num_forward=jnp.int32(total), num_masked=num_masked, num_remasked=num_remasked,
                 commit_step=commit_step, commit_conf=commit_conf)
 
@@ -429,6 +470,7 @@ class _RemediSettings:
     mask_id: int
     score: str
     has_attention_mask: bool
+    cache: str = "none"
 
 
 def remedi_keep_counts(block_length: int, steps_per_block: int) -> np.ndarray:
@@ -446,7 +488,8 @@ def remedi_generate(
     rng: jax.Array | None = None,
 ) -> RemaskResult:
     """RemeDi-style decoding: each step keeps the block's top-``K_i`` tokens by ``score`` and re-masks the rest."""
-    prompt, attention_mask, has_mask = _check_common(module, prompt, gen_length, mask_id, temperature, attention_mask, cache)
+    prompt, attention_mask, has_mask = _check_common(module, prompt, gen_length, mask_id, temperature, attention_mask, cache,
+                                                     block_local=True)
     for name, value in (("steps", steps), ("block_length", block_length)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
@@ -456,11 +499,18 @@ def remedi_generate(
     if steps % num_blocks or steps // num_blocks > block_length:
         raise ValueError(f"steps={steps} must be a multiple of the number of blocks ({num_blocks}) with at most "
                          f"block_length={block_length} steps per block")
-    if score not in ("prob", "logit"):
-        raise ValueError(f"score={score!r}; use 'prob' (token probability) or 'logit' (the released script's ranking)")
+    if score not in ("prob", "logit", "head"):
+        raise ValueError(f"score={score!r}; use 'prob' (token probability), 'logit' (the released script's ranking) or "
+                         f"'head' (a trained confidence head, jaxlab.dlm.confidence)")
+    if score == "head" and not getattr(module.config, "confidence_head", False):
+        raise ValueError("score='head' needs a model with a confidence head (LLaDAConfig.confidence_head=True); "
+                         "train one with jaxlab.dlm.confidence.train_confidence_head")
+    if score == "head" and cache != "none":
+        raise ValueError(f"cache={cache!r} with score='head' is not implemented (the head's blocks have no cache); "
+                         f"use cache='none'")
     if temperature > 0 and rng is None:
         raise ValueError("temperature > 0 samples tokens: pass rng=jax.random.key(...)")
-    settings = _RemediSettings(steps, gen_length, block_length, float(temperature), mask_id, score, has_mask)
+    settings = _RemediSettings(steps, gen_length, block_length, float(temperature), mask_id, score, has_mask, cache)
     run = _compiled(_remedi, type(module), module.config, settings)
     return _to_result(run(params, prompt, attention_mask, jax.random.key(0) if rng is None else rng))
 
@@ -477,13 +527,28 @@ def _remedi(module, st: _RemediSettings, params, prompt, prompt_mask, key):
     logits_of = _logits_fn(module, params, attention, st.has_attention_mask)
     row_keys = _row_keys(key, batch)
     x = jnp.concatenate([prompt, jnp.full((batch, st.gen_length), st.mask_id, jnp.int32)], axis=1)
+    cache = None
+    if st.cache != "none":
+        from jaxlab.models.dlm import init_cache
+
+        forward = _block_forward(module, params, st.cache, st.gen_length, st.block_length)
+        cache = init_cache(module.config, batch, length)
 
     def body(it, s):
-        x, commit_step, commit_conf, num_masked, num_remasked = s
+        x, commit_step, commit_conf, num_masked, num_remasked = s[:5]
         block, i = it // per_block, it % per_block
         start = p + block * st.block_length
         in_block = (pos >= start) & (pos < start + st.block_length)
-        logits = logits_of(x).at[..., st.mask_id].set(-jnp.inf)
+        extra = s[5:]
+        if st.score == "head":
+            logits, head_conf = module.apply({"params": params}, x, attention if st.has_attention_mask else None,
+                                             method=type(module).with_confidence)
+        elif st.cache != "none":
+            logits, new_cache = forward(x, s[5], i, start)
+            extra = (new_cache,)
+        else:
+            logits = logits_of(x)
+        logits = logits.at[..., st.mask_id].set(-jnp.inf)
         masked = x == st.mask_id
         if st.temperature > 0:
             g = jax.vmap(lambda k: remdm_draws(k, it, p, st.gen_length, logits.shape[-1])[0])(row_keys)
@@ -492,7 +557,12 @@ def _remedi(module, st: _RemediSettings, params, prompt, prompt_mask, key):
             proposal = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         x0 = jnp.where(masked, proposal, x)
         prob = probability_of(logits, x0)
-        rank_score = prob if st.score == "prob" else jnp.take_along_axis(logits, x0[..., None], axis=-1)[..., 0]
+        if st.score == "head":
+            rank_score = head_conf
+        elif st.score == "prob":
+            rank_score = prob
+        else:
+            rank_score = jnp.take_along_axis(logits, x0[..., None], axis=-1)[..., 0]
         keep = top_k_mask(rank_score, jnp.broadcast_to(in_block[None], x.shape), jnp.full((batch,), keep_counts[i]))
         new_x = jnp.where(in_block[None], jnp.where(keep, x0, st.mask_id), x)
         newly = keep & masked
@@ -501,6 +571,6 @@ def _remedi(module, st: _RemediSettings, params, prompt, prompt_mask, key):
         commit_conf = jnp.where(newly, prob, jnp.where(dropped, 0.0, commit_conf))
         num_masked = num_masked.at[it].set(jnp.sum((new_x == st.mask_id) & gen, axis=-1).astype(jnp.int32))
         num_remasked = num_remasked.at[it].set(jnp.sum(dropped, axis=-1).astype(jnp.int32))
-        return new_x, commit_step, commit_conf, num_masked, num_remasked
+        return (new_x, commit_step, commit_conf, num_masked, num_remasked) + extra
 
-    return _run_steps(body, x, gen, st.steps)
+    return _run_steps(body, x, gen, st.steps, cache)

@@ -1,6 +1,10 @@
-"""Text in, text out for the embedded-task DLMs (character vocabularies): the logic behind
-``launch.generate``. ``run`` decodes one prompt with any decoder and returns the answer and the
-committed text after each step (``?`` = still masked), replayed from the recorded commit steps."""
+"""Text in, text out: the logic behind ``launch.generate``.
+
+``run`` decodes one prompt of an embedded-task DLM (character vocabularies) and ``run_llada`` one
+prompt of a LLaDA checkpoint with its ``tokenizers`` tokenizer and chat template
+(``jaxlab.dlm.llada_text``), both through ``decode_ids`` (any decoder). Both return the answer and
+the committed text after each step, replayed from the recorded commit steps (``?`` = still masked
+for the character models; the committed left-to-right prefix for LLaDA)."""
 
 import jax
 import numpy as np
@@ -15,6 +19,9 @@ from jaxlab.dlm import (
     remdm_generate,
     remedi_generate,
 )
+from jaxlab.dlm.decoding import check_prompt
+from jaxlab.dlm.llada_text import (check_special_ids, decode_answer, encode_chat, load_llada, load_text_side,
+                                    read_llada_config)
 from jaxlab.dlm.pretrained import load_checkpoint
 
 DECODERS = ("dcd", "block", "llada", "fastdllm", "remdm", "llada_remask", "remedi")
@@ -33,12 +40,14 @@ def encode_prompt(task, module, text: str) -> np.ndarray:
     return ids[None]
 
 
-def run(checkpoint: str, prompt_text: str, decoder: str, *, cache="none", steps=0, threshold=0.9, window=4,
-        schedule="loop", seed=0):
-    """-> ``(answer text, [text after each step])``."""
-    module, params, task, _ = load_checkpoint(checkpoint)
-    prompt = encode_prompt(task, module, prompt_text)
-    cfg, g = module.config, task.answer_length
+def decode_ids(module, params, prompt, decoder: str, *, gen_length: int, block_length: int = 0, steps: int = 0,
+               cache="none", threshold=0.9, window=4, schedule="loop", seed=0):
+    """Decodes ``prompt [1, P]`` with any of ``DECODERS``; ``block_length`` 0 = one block, ``steps`` 0 = one per
+    token. Special ids come from the model config. Returns the decoder's result (tokens, num_forward, commit_step)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; use one of {list(DECODERS)}")
+    cfg, g = module.config, gen_length
+    block = block_length or g
     steps = steps or g
     common = dict(gen_length=g, mask_id=cfg.mask_token_id)
     if decoder in ("dcd", "block"):
@@ -46,24 +55,63 @@ def run(checkpoint: str, prompt_text: str, decoder: str, *, cache="none", steps=
                               initial_window_length=window, block_size=window, decode_param=threshold,
                               cache_type=cache, refresh_count=window, mask_id=cfg.mask_token_id,
                               pad_id=cfg.pad_token_id, eos_id=cfg.eos_token_id)
-        r = decode(module, params, prompt, config)
-    elif cache != "none" and decoder != "fastdllm":
-        raise ValueError(f"--cache={cache!r} is not available for --decoder={decoder} (use dcd, block or fastdllm)")
-    elif decoder == "llada":
-        r = llada_generate(module, params, prompt, steps=steps, block_length=g, **common)
-    elif decoder == "fastdllm":
-        r = fastdllm_generate(module, params, prompt, steps=steps, block_length=g, threshold=threshold, cache=cache, **common)
-    elif decoder == "remdm":
-        r = remdm_generate(module, params, prompt, steps=steps, schedule=ReMDMSchedule(schedule), temperature=0.0,
-                           rng=jax.random.key(seed), **common)
-    elif decoder == "llada_remask":
-        r = llada_remask_generate(module, params, prompt, steps=steps, block_length=g, **common)
-    else:
-        r = remedi_generate(module, params, prompt, steps=steps, block_length=g, **common)
-    tokens, p = np.asarray(r.tokens[0]), task.prompt_length
-    frames = []
-    for s in range(r.num_forward):
-        shown = np.where((r.commit_step[0] >= 0) & (r.commit_step[0] <= s), tokens, cfg.mask_token_id)[p:]
-        frames.append(task.vocab.decode(shown, stop_at_eos=False))
-    answer = task.vocab.decode(tokens[p:])
+        return decode(module, params, prompt, config)
+    if cache != "none" and decoder not in ("fastdllm", "llada_remask", "remedi"):
+        raise ValueError(f"--cache={cache!r} is not available for --decoder={decoder} (use dcd, block, fastdllm, "
+                         f"llada_remask or remedi)")
+    if decoder == "llada":
+        return llada_generate(module, params, prompt, steps=steps, block_length=block, **common)
+    if decoder == "fastdllm":
+        return fastdllm_generate(module, params, prompt, steps=steps, block_length=block, threshold=threshold,
+                                 cache=cache, **common)
+    if decoder == "remdm":
+        return remdm_generate(module, params, prompt, steps=steps, schedule=ReMDMSchedule(schedule), temperature=0.0,
+                              rng=jax.random.key(seed), **common)
+    if decoder == "llada_remask":
+        return llada_remask_generate(module, params, prompt, steps=steps, block_length=block, cache=cache, **common)
+    return remedi_generate(module, params, prompt, steps=steps, block_length=block, cache=cache, **common)
+
+
+def committed_frames(result, prompt_length: int, mask_id: int, render) -> list[str]:
+    """The generated span as committed after each forward (a replay of ``commit_step``), rendered by
+    ``render(ids [G] with mask_id where not yet committed)``."""
+    tokens, commit = np.asarray(result.tokens[0]), np.asarray(result.commit_step[0])
+    return [render(np.where((commit >= 0) & (commit <= s), tokens, mask_id)[prompt_length:])
+            for s in range(result.num_forward)]
+
+
+def run(checkpoint: str, prompt_text: str, decoder: str, *, cache="none", steps=0, threshold=0.9, window=4,
+        schedule="loop", seed=0):
+    """Embedded-task model: -> ``(answer text, [text after each step])``."""
+    module, params, task, _ = load_checkpoint(checkpoint)
+    prompt = encode_prompt(task, module, prompt_text)
+    r = decode_ids(module, params, prompt, decoder, gen_length=task.answer_length, steps=steps, cache=cache,
+                   threshold=threshold, window=window, schedule=schedule, seed=seed)
+    frames = committed_frames(r, task.prompt_length, module.config.mask_token_id,
+                              lambda ids: task.vocab.decode(ids, stop_at_eos=False))
+    answer = task.vocab.decode(np.asarray(r.tokens[0])[task.prompt_length:])
     return answer, frames
+
+
+def run_llada(checkpoint: str, prompt_text: str, decoder: str, *, tokenizer: str | None = None, chat: bool = True,
+              system: str | None = None, gen_length: int = 128, block_length: int = 32, steps: int = 0, cache="none",
+              threshold=0.9, window=16, schedule="loop", seed=0):
+    """LLaDA checkpoint + ``tokenizers`` tokenizer (``jaxlab.dlm.llada_text``): -> ``(answer, [committed text
+    after each step])``. The tokenizer, template and special ids are checked before the weights are read."""
+    tok, tok_config = load_text_side(tokenizer or checkpoint, chat=chat)
+    prompt = encode_chat(tok, tok_config, prompt_text, system=system, chat=chat)
+    config = read_llada_config(checkpoint)
+    stop_ids = check_special_ids(tok, config)
+    check_prompt(prompt, config, gen_length, config.mask_token_id)
+    module, params = load_llada(checkpoint)
+    r = decode_ids(module, params, prompt, decoder, gen_length=gen_length, block_length=block_length, steps=steps,
+                   cache=cache, threshold=threshold, window=window, schedule=schedule, seed=seed)
+    mask_id = module.config.mask_token_id
+
+    def render(ids):  # the committed left-to-right prefix, as a streaming client would show it
+        first_mask = np.flatnonzero(ids == mask_id)
+        prefix = ids[: first_mask[0]] if first_mask.size else ids
+        return decode_answer(tok, prefix, stop_ids)
+
+    frames = committed_frames(r, prompt.shape[1], mask_id, render)
+    return decode_answer(tok, np.asarray(r.tokens[0])[prompt.shape[1]:], stop_ids), frames

@@ -33,7 +33,9 @@ class LLaDAConfig(ModelConfig):
     ``init_std``: all weights N(0, init_std), the blocks' ``ff_out`` divided by
     ``sqrt(2 n_layers)`` (the reference's ``init_fn='normal'``); it only matters for training.
     jaxlab-only fields: ``dtype`` (compute dtype; params and logits stay float32), ``remat``,
-    ``scan_blocks`` (see ``DiTConfig``).
+    ``scan_blocks`` (see ``DiTConfig``); ``confidence_head`` adds a per-token confidence head
+    (``LLaDA.with_confidence``) reading the last block's output through ``confidence_head_blocks``
+    extra blocks, an RMSNorm and a ``[D, 1]`` linear layer (RemeDi-style; see ``jaxlab.dlm.confidence``).
     """
 
     d_model: int = 4096
@@ -54,6 +56,8 @@ class LLaDAConfig(ModelConfig):
     dtype: str = "float32"
     remat: str = "none"
     scan_blocks: bool = False
+    confidence_head: bool = False
+    confidence_head_blocks: int = 0
 
     POSITIVE = ("d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size", "vocab_size", "embedding_size",
                 "max_sequence_length", "rms_norm_eps", "rope_theta")
@@ -72,6 +76,9 @@ class LLaDAConfig(ModelConfig):
             value = getattr(self, name)
             if not 0 <= value < self.embedding_size:
                 raise ValueError(f"{name}={value} is outside the embedding table [0, {self.embedding_size})")
+        if self.confidence_head_blocks < 0 or (self.confidence_head_blocks and not self.confidence_head):
+            raise ValueError(f"confidence_head_blocks={self.confidence_head_blocks} needs confidence_head=True and "
+                             f"must be >= 0")
 
     @property
     def head_dim(self) -> int:
@@ -174,6 +181,47 @@ class LLaDA(nn.Module):
                 cfg.embedding_size, ("embed", "vocab"), use_bias=False, kernel_init=init, dtype=dtype,
                 output_dtype=jnp.float32,
             )
+        if cfg.confidence_head:
+            self.conf_blocks = [LLaDABlock(cfg, name=f"conf_blocks_{i}") for i in range(cfg.confidence_head_blocks)]
+            self.conf_norm = RMSNorm(cfg.rms_norm_eps, dtype)
+            self.conf_out = dense(1, ("embed", None), kernel_init=nn.initializers.zeros_init(), dtype=dtype,
+                                  output_dtype=jnp.float32)
+
+    def with_confidence(self, input_ids: jax.Array, attention_mask: jax.Array | None = None):
+        """``(logits [B, T, V], confidence logit [B, T])`` float32 (needs ``confidence_head``).
+
+        The confidence is the logit of "the token at this position is correct": for a [MASK] input,
+        of the model's own argmax proposal; for a token input, of that token (RemeDi's target).
+        The head is zero-initialised (confidence 0.5 everywhere until trained).
+        """
+        if not self.config.confidence_head:
+            raise ValueError("this LLaDA has no confidence head; build it with confidence_head=True")
+        hidden = self._hidden(input_ids, attention_mask)
+        positions = jnp.arange(input_ids.shape[1], dtype=jnp.int32)[None]
+        mask = None if attention_mask is None else attention_mask.astype(bool)[:, None, None, :]
+        h = hidden
+        for block in self.conf_blocks:
+            h, _ = block(h, positions, mask)
+        conf = self.conf_out(self.conf_norm(h))[..., 0]
+        return self._head(self.ln_f(hidden)), conf
+
+    def _hidden(self, input_ids, attention_mask):
+        """The last block's output ``[B, T, D]`` (uncached)."""
+        x = self.wte(input_ids)
+        positions = jnp.arange(input_ids.shape[1], dtype=jnp.int32)[None]
+        mask = None if attention_mask is None else attention_mask.astype(bool)[:, None, None, :]
+        if self.config.scan_blocks:
+            x, _ = self.blocks(x, positions, mask, None, 0, None)
+            return x
+        for block in self.blocks:
+            x, _ = block(x, positions, mask, None, 0, None)
+        return x
+
+    def _head(self, x):
+        if self.config.weight_tying:
+            table = self.wte.embedding.astype(x.dtype)
+            return jnp.einsum("btd,vd->btv", x, table, preferred_element_type=jnp.float32)
+        return self.ff_out(x)
 
     def __call__(
         self,
