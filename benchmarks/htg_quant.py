@@ -132,7 +132,6 @@ def main():
     labels = jnp.asarray(np.arange(args.probe_samples) % module.config.num_classes, jnp.int32)
     inputs, y = jax.jit(lambda p: trajectory_inputs(module, p, diffusion, labels, jax.random.key(1), probe_spec))(params)
 
-    g_default = max(1, k // 10)
     recipes = {
         "no smoothing (per-group ranges)": ("htg", dict(shift="none", scale="none")),
         "+ shift (per step)": ("htg", dict(shift="step", scale="none")),

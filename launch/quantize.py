@@ -13,7 +13,6 @@ quantised tables (``quant.json``, ``quant.npz``).
 import pathlib
 import time
 
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 

@@ -5,21 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.qac import get_config
 from jaxlab.diffusion.edm_task import EDMTask
 from jaxlab.train.loop import train
+from tests.diffusion.edm_configs import tiny_edm_config
 
 
 def small_config(**edm):
-    config = get_config("digits-baseline")
-    config.model.update(input_size=8, patch_size=2, hidden_size=32, depth=1, num_heads=2)
-    config.data.update(image_size=8)
-    config.training.update(num_steps=3, global_batch_size=8)
-    config.optimizer.update(warmup_steps=1)
-    config.checkpoint.update(every_steps=3, keep_last=1)
-    config.logging.update(every_steps=1, sample_every_steps=0, tensorboard=False, progress_bar=False)
-    config.edm.update({"nfe": 3, "num_samples": 4, **edm})
-    return config
+    return tiny_edm_config("digits-baseline", **edm)
 
 
 def test_digits_baseline_trains_a_few_steps_and_samples(tmp_path):

@@ -15,7 +15,7 @@ from jaxlab.diffusion.qac_prior import EmpiricalPrior, fit_prior
 from jaxlab.diffusion.qac_task import QACTask, distinct_fraction
 from jaxlab.models.common import count_params
 from jaxlab.models.dit import DiT, DiTConfig
-
+from tests.diffusion.edm_configs import tiny_edm_config
 
 
 @pytest.fixture
@@ -30,14 +30,7 @@ TINY_DIT = DiTConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, 
 
 
 def small_config(**qac):
-    config = get_config("digits-qac")
-    config.model.update(input_size=8, patch_size=2, hidden_size=32, depth=1, num_heads=2)
-    config.data.update(image_size=8)
-    config.training.update(num_steps=3, global_batch_size=8)
-    config.optimizer.update(warmup_steps=1)
-    config.checkpoint.update(every_steps=3, keep_last=1)
-    config.logging.update(every_steps=1, sample_every_steps=0, tensorboard=False, progress_bar=False)
-    config.edm.update(nfe=3, num_samples=4)
+    config = tiny_edm_config("digits-qac")
     config.qac.update(encoder_width=4, prior_steps=50, **qac)
     return config
 
