@@ -7,7 +7,8 @@ readable. **Our choice**, documented in ``docs/ipt.md``:
 - a WordPiece vocabulary (``tokenizers``, lower-cased, accents stripped, split on whitespace and
   punctuation) trained on the training instructions, so unseen word forms fall back on known
   pieces (``"deraining"`` -> ``de ##rain ##ing``);
-- a bag of those tokens (binary presence, plus a bias feature) into a multinomial logistic
+- a bag of those tokens (binary presence, plus a bias feature; pieces shorter than 3 characters,
+  e.g. ``##e`` or ``it``, are dropped: they carry no meaning and only add noise) into a multinomial logistic
   regression over the tasks **plus an out-of-scope class** (requests no task here fulfils:
   "make it black and white", "crop the left side"), trained by full-batch gradient descent with
   L2 in numpy, deterministically, in well under a second on first use;
@@ -17,8 +18,9 @@ readable. **Our choice**, documented in ``docs/ipt.md``:
 
 ``parse_instruction(text)`` returns the task distribution; ``resolve_instruction(text)`` the task
 name or a clear error: ``UnclearInstruction`` when the text names no task we know (no known token,
-or out-of-scope most likely) or when it is ambiguous (two tasks within ``margin`` of each other,
-e.g. "remove the rain and the noise": the model restores one task per call, so it asks which).
+or out-of-scope most likely) or when it is ambiguous: two tasks within ``margin`` of each other, or
+parts joined by "and" / "then" / "," that ask for different tasks ("remove the rain and the noise":
+the model restores one task per call, so it asks which).
 
 Alternatives not taken: a pretrained text encoder (CLIP/BERT: a download, which this project
 avoids), keyword rules (brittle for paraphrases), a trained small transformer (more code for the
@@ -28,6 +30,7 @@ same held-out accuracy at this vocabulary size).
 import dataclasses
 import functools
 import itertools
+import re
 
 import numpy as np
 
@@ -86,6 +89,9 @@ HELD_OUT = {
 }
 
 
+_CONJUNCTIONS = re.compile(r"\b(?:and|then|plus|also|as well as)\b|[,;&+]", re.IGNORECASE)
+
+
 class UnclearInstruction(ValueError):
     """The instruction names no task the model restores, or several: ask the user which task."""
 
@@ -135,19 +141,25 @@ class InstructionEncoder:
     weights: np.ndarray  # [vocab + 1, classes]
     labels: tuple[str, ...]
 
-    def features(self, texts: list[str]) -> np.ndarray:
-        vocab = self.tokenizer.get_vocab_size()
-        x = np.zeros((len(texts), vocab + 1), np.float32)
-        x[:, -1] = 1.0  # bias
-        unk = self.tokenizer.token_to_id("[UNK]")
+    def token_ids(self, text: str) -> list[int]:
+        """The ids of ``text``'s tokens that are features (known, at least 3 characters without ``##``)."""
+        encoding = self.tokenizer.encode(text)
+        return [i for i, tok in zip(encoding.ids, encoding.tokens) if tok != "[UNK]" and len(tok.lstrip("#")) >= 3]
+
+    def features(self, texts: list[str]):
+        """``[len(texts), vocab + 1]`` binary bag of tokens + bias, sparse (CSR: single-threaded, fast)."""
+        from scipy import sparse
+
+        rows, cols = [], []
         for i, text in enumerate(texts):
-            ids = [t for t in self.tokenizer.encode(text).ids if t != unk]
-            x[i, ids] = 1.0
-        return x
+            ids = sorted(set(self.token_ids(text))) + [self.tokenizer.get_vocab_size()]  # + bias
+            rows += [i] * len(ids)
+            cols += ids
+        shape = (len(texts), self.tokenizer.get_vocab_size() + 1)
+        return sparse.csr_matrix((np.ones(len(rows), np.float64), (rows, cols)), shape=shape)
 
     def known_tokens(self, text: str) -> int:
-        unk = self.tokenizer.token_to_id("[UNK]")
-        return sum(t != unk for t in self.tokenizer.encode(text).ids)
+        return len(self.token_ids(text))
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """``[len(texts), len(labels)]`` class probabilities."""
@@ -166,17 +178,18 @@ def fit_encoder(sentences: list[str], labels: list[str], *, steps: int = 1000, l
         raise ValueError(f"labels {unknown} are not tasks {list(TASKS)} or {OUT_OF_SCOPE!r}")
     encoder = InstructionEncoder(train_tokenizer(sentences, vocab_size), np.zeros((0, 0)), classes)
     x = encoder.features(sentences)
-    y = np.eye(len(classes), dtype=np.float32)[[classes.index(lab) for lab in labels]]
+    y = np.eye(len(classes))[[classes.index(lab) for lab in labels]]
     # Balance the classes (the templates give the tasks unequal counts).
     weight = (1.0 / y.sum(0))[np.argmax(y, 1)]
     weight = weight / weight.sum()  # the loss is the class-balanced mean cross-entropy
-    w = np.zeros((x.shape[1], len(classes)), np.float32)
+    w = np.zeros((x.shape[1], len(classes)), np.float64)
+    xt = x.T.tocsr()
     for _ in range(steps):
         logits = x @ w
         logits -= logits.max(1, keepdims=True)
         p = np.exp(logits)
         p /= p.sum(1, keepdims=True)
-        w -= learning_rate * (x.T @ ((p - y) * weight[:, None]) + l2 * w)
+        w -= learning_rate * (xt @ ((p - y) * weight[:, None]) + l2 * w)
     return dataclasses.replace(encoder, weights=w)
 
 
@@ -220,6 +233,17 @@ def resolve_instruction(text: str, tasks=TASKS, *, encoder: InstructionEncoder |
     runner_up = max((v for k, v in probs.items() if k != best and k != OUT_OF_SCOPE), default=0.0)
     if p_best < min_probability or p_best - runner_up < margin:
         raise UnclearInstruction(f"{text!r} is ambiguous ({shown}); which task? one of {list(tasks)}")
+    parts = [p for p in _CONJUNCTIONS.split(text) if p and encoder.known_tokens(p)]
+    if len(parts) > 1:
+        asked = {}
+        for part in parts:
+            part_probs = parse_instruction(part, encoder)
+            label = max(part_probs, key=part_probs.get)
+            if label != OUT_OF_SCOPE and part_probs[label] >= min_probability:
+                asked.setdefault(label, part.strip())
+        if len(asked) > 1:
+            raise UnclearInstruction(f"{text!r} asks for several tasks ({', '.join(f'{k}: {v!r}' for k, v in asked.items())}); "
+                                     f"the model restores one per call: which task first?")
     return best
 
 
