@@ -4,11 +4,16 @@
       --torch_kwargs='{"scale": [2]}' --output=/tmp/ipt_sr2
   python -m launch.restore --checkpoint=/tmp/ipt_sr2 --task=sr2 --input=low.png --output=high.png
 
+  python -m launch.train --config=configs/ipt.py:tiny --workdir=/tmp/instruct_ipt
+  python -m launch.restore --checkpoint=/tmp/instruct_ipt --task="please remove the rain" --input=rainy.png --output=clean.png
+
 ``--task`` is a task index, ``sr2``/``sr3``/``sr4`` or a same-size task name (``denoise``, ...)
-when the checkpoint has exactly one same-size task. RGB PNG/JPEG in, PNG out; the input is never
-overwritten and an existing output only with ``--overwrite``. ``--reference`` (the clean image)
-prints PSNR/SSIM on RGB and on the Y channel (``--crop_border`` pixels cropped, SR papers use the
-scale). Free-text instructions are not supported yet.
+when the checkpoint has exactly one same-size task, or a free-text instruction
+(``jaxlab.restoration.instructions``: an unclear or multi-task one is refused with the question
+"which task?"). ``--checkpoint`` is a converted IPT or an Instruct-IPT training workdir (its
+task's weight biases are merged in). RGB PNG/JPEG in, PNG out; the input is never overwritten and
+an existing output only with ``--overwrite``. ``--reference`` (the clean image) prints PSNR/SSIM on
+RGB and on the Y channel (``--crop_border`` pixels cropped, SR papers use the scale).
 """
 
 import time
@@ -19,11 +24,12 @@ from absl import app, flags
 
 from jaxlab.data.image_files import check_output_path, read_rgb, write_png
 from jaxlab.eval.restoration import psnr, ssim
-from jaxlab.models.ipt_ops import make_restorer, resolve_task, tile_starts
-from jaxlab.train.params_io import load_model
+from jaxlab.models.ipt_ops import make_restorer, tile_starts
+from jaxlab.restoration.inference import load_for_task
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "jaxlab IPT checkpoint (from launch.convert)", required=True)
-_TASK = flags.DEFINE_string("task", None, "task index, sr2/sr3/sr4, or denoise/derain/...", required=True)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "IPT checkpoint (launch.convert) or Instruct-IPT training workdir",
+                                  required=True)
+_TASK = flags.DEFINE_string("task", None, "task index, sr2/sr3/sr4, denoise/derain/..., or an instruction", required=True)
 _INPUT = flags.DEFINE_string("input", None, "RGB image (PNG/JPEG)", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "output PNG path", required=True)
 _REFERENCE = flags.DEFINE_string("reference", None, "clean image: report PSNR/SSIM of the output against it")
@@ -41,13 +47,14 @@ def main(argv):
         reference = read_rgb(_REFERENCE.value) if _REFERENCE.value else None
     except (ValueError, FileNotFoundError) as e:
         raise app.UsageError(str(e)) from None
-    module, params = load_model(_CHECKPOINT.value)
+    try:
+        loaded = load_for_task(_CHECKPOINT.value, _TASK.value)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    module, params, task = loaded.module, loaded.params, loaded.task
     cfg = module.config
-    if not hasattr(cfg, "patch_size") or not hasattr(cfg, "scale"):
-        raise app.UsageError(f"{_CHECKPOINT.value} is not an IPT checkpoint ({type(cfg).__name__})")
     h, w = image.shape[:2]
     try:
-        task = resolve_task(cfg, _TASK.value)
         step = cfg.patch_size // 4
         tiles = len(tile_starts(h, cfg.patch_size, step)) * len(tile_starts(w, cfg.patch_size, step))
     except ValueError as e:
@@ -55,7 +62,7 @@ def main(argv):
     scale = cfg.scale[task]
     if reference is not None and reference.shape != (h * scale, w * scale, 3):
         raise app.UsageError(f"--reference is {reference.shape[1]}x{reference.shape[0]}, the output will be {w * scale}x{h * scale}")
-    print(f"restoring {_INPUT.value} ({w}x{h}) with task {task} (scale {scale}): {tiles} tiles of {cfg.patch_size}px, {_BATCH.value} per call")
+    print(f"restoring {_INPUT.value} ({w}x{h}) with task {task} ({loaded.name}, scale {scale}): {tiles} tiles of {cfg.patch_size}px, {_BATCH.value} per call")
     start = time.time()
     restore = make_restorer(module, task, batch=_BATCH.value)
     result = np.asarray(jax.block_until_ready(restore(params, image[None])))[0]

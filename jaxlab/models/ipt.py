@@ -47,6 +47,10 @@ class IPTConfig(ModelConfig):
     positions; ``pos_every`` adds them to q/k of every layer instead of once; ``no_norm`` makes
     every LayerNorm the identity. ``dropout_rate`` is accepted for the official kwargs but
     must be 0 (the released models use 0). ``dtype``: compute dtype (params stay float32).
+    ``global_residual`` (not in the official code, default off): same-size tasks output
+    ``x + tail(...)`` instead of ``mean + tail(...)``, and the tail's last conv is initialised
+    to zero, so a new model is exactly the identity (jaxlab's choice for short CPU trainings;
+    every task must then have scale 1).
     """
 
     n_feats: int = 64
@@ -63,6 +67,7 @@ class IPTConfig(ModelConfig):
     pos_every: bool = False
     no_pos: bool = False
     no_norm: bool = False
+    global_residual: bool = False
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -106,6 +111,9 @@ class IPTConfig(ModelConfig):
             )
         if self.pos_every and self.no_pos:
             raise ValueError("pos_every=True needs positions; it cannot be combined with no_pos=True")
+        if self.global_residual and any(s != 1 for s in self.scale):
+            raise ValueError(f"global_residual=True adds the input to the output, which needs scale 1 for every task; "
+                             f"scale={list(self.scale)}")
         if self.dropout_rate != 0:
             raise ValueError(f"dropout_rate={self.dropout_rate}: only 0 is supported (the released IPT models use 0)")
 
@@ -291,7 +299,9 @@ class Tail(nn.Module):
         for j, (mult, r) in enumerate(upsample_steps(self.scale)):
             x_BHWC = conv2d(mult * cfg.n_feats, ("embed", "embed"), kernel_size=3, dtype=cfg.dtype, name=f"up_{j}")(x_BHWC)
             x_BHWC = pixel_shuffle(x_BHWC, r)
-        return conv2d(cfg.n_colors, ("embed", None), kernel_size=3, dtype=cfg.dtype, name="conv")(x_BHWC)
+        # With global_residual the last conv starts at zero, so a new model is exactly the identity.
+        init = dict(kernel_init=nn.initializers.zeros) if cfg.global_residual else {}
+        return conv2d(cfg.n_colors, ("embed", None), kernel_size=3, dtype=cfg.dtype, name="conv", **init)(x_BHWC)
 
 
 class IPT(nn.Module):
@@ -331,4 +341,5 @@ class IPT(nn.Module):
         b = self.body(h, task)
         self.sow("intermediates", "body_out", b)
         y = self.tails[task](b + h)
-        return (y.astype(jnp.float32) + mean).astype(cfg.dtype)
+        base = x_BHWC.astype(jnp.float32) if cfg.global_residual else mean
+        return (y.astype(jnp.float32) + base).astype(cfg.dtype)

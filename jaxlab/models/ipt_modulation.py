@@ -18,6 +18,10 @@ that sentence is **our choice**, not the paper's recipe (see ``docs/ipt.md``):
   starts as the shared model. Alternative ``"gaussian"``: both ``N(0, init_std^2)``.
 - **Scaling**: ``scale = alpha / rank`` (LoRA's), ``alpha`` defaulting to ``rank`` (scale 1).
 - ``rank = 0`` means no modulation (the shared model).
+- **Feature adaptation baseline** (``prompt=True``, what the paper argues *against*): a learned
+  per-task token map ``prompt_t [L, D]`` (zero init) added to the body input, implemented as a
+  per-task bias on ``body/pos_embed`` (which the body adds to its input tokens once). With
+  ``rank=0`` this is the "prompt tokens only" model of ``benchmarks/instruct_ipt.py``.
 
 Two ways to run task ``t``, equal by construction and by test:
 
@@ -57,6 +61,7 @@ class ModulationConfig:
     init: str = "lora"
     init_std: float = 0.01
     alpha: float | None = None
+    prompt: bool = False
 
     def __post_init__(self):
         if isinstance(self.targets, str):
@@ -93,10 +98,22 @@ def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     return int(np.prod(shape[:-1])), int(shape[-1])
 
 
+PROMPT_PATH = "body/pos_embed"
+
+
 def init_modulation(key: jax.Array, params: Mapping, cfg: ModulationConfig) -> dict[str, dict[str, jax.Array]]:
-    """``{path: {"down": [T, fan_in, r], "up": [T, r, fan_out]}}`` for every targeted weight (one compile)."""
+    """``{path: {"down": [T, fan_in, r], "up": [T, r, fan_out]}}`` for every targeted weight (one compile).
+
+    With ``cfg.prompt`` also ``{"body/pos_embed": {"prompt": [T, L, D]}}`` (zeros); with
+    ``rank == 0`` no low-rank factors.
+    """
     shapes = {path: tuple(np.shape(w)) for path, w in _flat(params).items()}
-    return _init_modulation(key, tuple(sorted(shapes.items())), cfg)
+    mod = _init_modulation(key, tuple(sorted(shapes.items())), cfg) if cfg.rank > 0 else {}
+    if cfg.prompt:
+        if PROMPT_PATH not in shapes:
+            raise ValueError(f"prompt=True adds task tokens to {PROMPT_PATH}, which these params lack (no_pos=True?)")
+        mod[PROMPT_PATH] = {"prompt": jnp.zeros((cfg.num_tasks, *shapes[PROMPT_PATH]), jnp.float32)}
+    return mod
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -132,9 +149,9 @@ def modulate(params: Mapping, mod: Mapping[str, Mapping[str, jax.Array]], task, 
     """Task ``task``'s weights ``W + Delta_task`` for every modulated ``W``; other leaves unchanged.
 
     Pure and traceable (use it inside the jitted apply/train step; gradients reach ``params``
-    and ``mod``). With ``rank == 0`` it returns ``params``.
+    and ``mod``). With ``rank == 0`` and no prompt it returns ``params``.
     """
-    if cfg.rank == 0 or not mod:
+    if not mod:
         return dict(params)
     flat = _flat(params)
     unknown = sorted(set(mod) - set(flat))
@@ -142,7 +159,10 @@ def modulate(params: Mapping, mod: Mapping[str, Mapping[str, jax.Array]], task, 
         raise ValueError(f"modulation factors for weights these params do not have: {unknown[:4]}")
     for path, factors in mod.items():
         w = flat[path]
-        flat[path] = w + task_delta(factors, task, w.shape, cfg.scale).astype(w.dtype)
+        if "prompt" in factors:
+            flat[path] = w + factors["prompt"][task].astype(w.dtype)
+        elif cfg.rank > 0:
+            flat[path] = w + task_delta(factors, task, w.shape, cfg.scale).astype(w.dtype)
     return traverse_util.unflatten_dict(flat, sep="/")
 
 

@@ -46,6 +46,7 @@ class Task(Protocol):
 # config.task -> "module:factory"; factory(config) -> Task. Imported lazily (no import cycles).
 TASKS: dict[str, str] = {
     "diffusion": "jaxlab.diffusion.task:DiffusionTask.from_config",
+    "instruct_ipt": "jaxlab.restoration.task:InstructIPTTask.from_config",
 }
 
 

@@ -37,6 +37,9 @@ def test_restore_png_with_a_converted_checkpoint(tmp_path):
     assert "tiles" in proc.stdout and "PSNR RGB" in proc.stdout and "SSIM RGB" in proc.stdout and ", Y " in proc.stdout
     proc = _run("launch.restore", f"--checkpoint={ckpt}", "--task=sr2", f"--input={inp}", f"--output={inp}", "--overwrite", check=False)
     assert proc.returncode != 0 and "never overwritten" in proc.stderr and inp.read_bytes() == before
+    proc = _run("launch.restore", f"--checkpoint={ckpt}", "--task=remove the rain and the noise", f"--input={inp}",
+                f"--output={tmp_path / 'new.png'}", check=False)  # an instruction asking for two tasks
+    assert proc.returncode != 0 and "which task first?" in proc.stderr and not (tmp_path / "new.png").exists()
 
 
 def test_image_files_refuse_bad_input(tmp_path):

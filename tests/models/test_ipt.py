@@ -78,3 +78,17 @@ def test_upsampler_layouts_for_x3_and_x4():
     assert params["tail_1"]["up_1"]["kernel"].shape == (3, 3, 4, 16)
     assert jax.eval_shape(lambda p, x: model.apply({"params": p}, x, 0), params, x).shape == (1, 18, 18, 3)
     assert jax.eval_shape(lambda p, x: model.apply({"params": p}, x, 1), params, x).shape == (1, 24, 24, 3)
+
+
+def test_global_residual_switch_adds_the_input_instead_of_the_mean(golden):
+    case, module, params = golden
+    from jaxlab.models.ipt import IPT, RGB_MEAN
+
+    cfg = module.config.replace(scale=(1,))  # the golden denoise task alone (head_0, tail_0, query row 0)
+    x = nchw_to_nhwc(case["inputs/x"])
+    plain, residual = (jax.jit(lambda p, x, m=IPT(c): m.apply({"params": p}, x, 0))(params, x)
+                       for c in (cfg, cfg.replace(global_residual=True)))
+    expected = np.asarray(plain) - np.asarray(RGB_MEAN, np.float32) * cfg.rgb_range + np.asarray(x)
+    np.testing.assert_allclose(residual, expected, rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="needs scale 1 for every task"):
+        module.config.replace(global_residual=True).validate()
