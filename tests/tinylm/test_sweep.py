@@ -32,22 +32,29 @@ def test_spearman_table():
         sweep.spearman_table(rows[:2])
 
 
+_FLAG_CHECK = """
+import pytest
+from absl import flags
+
+import launch.tinylm_ladder as ladder
+import launch.tinylm_sweep  # importing both must not redefine a flag
+import launch.train
+
+assert {"ladder_steps", "sweep_configs", "workdir"} <= set(flags.FLAGS)
+flags.FLAGS(["prog", "--workdir=/tmp/x", "--ladder_teacher=64,3,2,128", "--ladder_deep=64,4,2,128"])
+with pytest.raises(ValueError, match="inheritance can only remove layers"):
+    ladder.spec_from_flags("/tmp/x").validate()
+"""
+
+
 def test_launchers_share_the_workdir_flag_and_define_distinct_flags():
-    from absl import flags
+    # A fresh interpreter: other launch modules imported by this pytest session (launch.encode)
+    # define flags of launch.train's names, which says nothing about the tiny-LM launchers.
+    import subprocess
+    import sys
 
-    import launch.tinylm_ladder as ladder
-    import launch.tinylm_sweep  # noqa: F401 - importing both must not redefine a flag
-    import launch.train  # noqa: F401
-
-    names = set(flags.FLAGS)
-    assert {"ladder_steps", "sweep_configs", "workdir"} <= names
-    flags.FLAGS(["prog", "--workdir=/tmp/x", "--ladder_teacher=64,3,2,128", "--ladder_deep=64,4,2,128"])
-    try:
-        spec = ladder.spec_from_flags("/tmp/x")
-        with pytest.raises(ValueError, match="inheritance can only remove layers"):
-            spec.validate()
-    finally:
-        flags.FLAGS.unparse_flags()
+    result = subprocess.run([sys.executable, "-c", _FLAG_CHECK], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 @pytest.mark.slow  # every stage's code has a default test (tokenizer pruning, inheritance, multiround, configs)

@@ -36,5 +36,5 @@ def test_bad_config_value(tmp_path):
 def test_unknown_task(tmp_path):
     config = tiny_config()
     config.task = "autoregressive"
-    with pytest.raises(ValueError, match="config.task='autoregressive' is unknown; allowed values: \\['diffusion'\\]"):
+    with pytest.raises(ValueError, match="config.task='autoregressive' is unknown; allowed values: \\['diffusion', 'instruct_ipt'\\]"):
         train(config, str(tmp_path))
