@@ -44,16 +44,23 @@ _TINY = {"tiny-softmax": "softmax", "tiny-dijiang": "dijiang", "tiny-dijiang-scr
 _LARGE = {k: k for k in PRESETS if k.startswith(("pythia-", "dijiang-", "llama-"))}
 
 
-def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    pick_variant("lm", variant, {**_TINY, **_LARGE}, default="tiny-softmax")
-    variant = variant or "tiny-softmax"
+def base_config(variant: str) -> ml_collections.ConfigDict:
+    """The causal-LM skeleton every LM config starts from: training defaults, ``LMConfig()`` fields
+    and the ``init`` section (conversion source + its rng seed); callers set the model, data and schedule."""
     config = ml_collections.ConfigDict()
     config.variant = variant
     config.model_family = "lm"
     config.seed = 0
     training_defaults(config, task=TASK)
     config.model = ml_collections.ConfigDict(dataclasses.asdict(LMConfig()))
-    config.init = ml_collections.ConfigDict(dict(from_workdir="", seed=0))  # conversion source + its rng seed
+    config.init = ml_collections.ConfigDict(dict(from_workdir="", seed=0))
+    return config
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    pick_variant("lm", variant, {**_TINY, **_LARGE}, default="tiny-softmax")
+    variant = variant or "tiny-softmax"
+    config = base_config(variant)
     if variant in _TINY:
         _tiny(config, variant)
     else:

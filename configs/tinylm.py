@@ -19,20 +19,17 @@ The optimiser is the lm configs' (AdamW 3e-3, betas 0.9/0.95, wd 0.1, cosine, cl
 the rate by ``(batch / 16) ** 0.5`` after the batch size is changed.
 """
 
-import dataclasses
 
 import ml_collections
 
-from configs.common import training_defaults
+from configs import lm as lm_configs
 from jaxlab.config_utils import pick_variant
 from jaxlab.lm import data as lm_data
-from jaxlab.models.lm import LMConfig
 from jaxlab.tinylm import multiround
 
 lm_data.register()  # "lm_text"
 multiround.register()  # "lm_rounds"
 
-TASK = "jaxlab.lm.task:CausalLMTask.from_config"
 BASE_BATCH = 16
 SEQ_LENGTH = 64
 ORIGINAL_VOCAB, COMPACT_VOCAB = 2048, 768
@@ -60,14 +57,8 @@ def data_spec(vocab: int, tokenizer: str = "", seq_length: int = SEQ_LENGTH) -> 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     pick_variant("tinylm", variant, VARIANTS, default="tiny-deep")
     variant = variant or "tiny-deep"
-    config = ml_collections.ConfigDict()
-    config.variant = variant
-    config.model_family = "lm"
-    config.seed = 0
-    training_defaults(config, task=TASK)
-    config.model = ml_collections.ConfigDict(dataclasses.asdict(LMConfig()))
+    config = lm_configs.base_config(variant)
     config.model.update(MODELS[VARIANTS[variant]])
-    config.init = ml_collections.ConfigDict(dict(from_workdir="", seed=0))
     steps = 600
     config.training.update(num_steps=steps, global_batch_size=BASE_BATCH, ema_decay=0.0)
     config.optimizer.update(learning_rate=3e-3, b2=0.95, weight_decay=0.1, grad_clip_norm=1.0, schedule="cosine",
