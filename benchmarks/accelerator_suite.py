@@ -13,9 +13,12 @@ Prints one table:
   prompt with no / prefix / dual KV cache: tokens/s.
 
 MFU is reported twice: ``mfu_model`` from the model FLOPs (3 x the FLOPs of one forward pass
-without rematerialisation, counted by XLA on the forward alone: forward + backward, no remat
-recompute, no optimizer) and ``mfu_hw`` from the hardware FLOPs (XLA's count of the compiled train
-step: recompute and optimizer included). The peak is the chip's matmul throughput measured here
+without rematerialisation, counted by XLA on the forward lowered for CPU, attention included:
+forward + backward, no remat recompute, no optimizer) and ``mfu_hw`` from the hardware FLOPs
+(XLA's count of the lowered train step: recompute and optimizer included, but not the work inside
+the fused attention kernels, which are custom calls; so on GPU/TPU ``mfu_hw`` can read below
+``mfu_model``). Both counts are taken before compilation: XLA:GPU's compiled count leaves out the
+matmuls it hands to cuBLAS. The peak is the chip's matmul throughput measured here
 in the step's dtype (``peak``, "measured bf16"), and, where known, the dense bf16 datasheet peak
 (``mfu_model_datasheet``, labelled). Absolute numbers on a shared machine are indicative only.
 """
@@ -160,21 +163,42 @@ def decoding_rows(dtype: str, fields: dict, prompt_length: int, generate_length:
     return rows
 
 
-def run(tiny: bool, max_batch: int, batch: int, dtype: str = "bfloat16") -> list[dict]:
+SECTIONS = ("dit_train", "dit_sampling", "udit", "dic", "llada")
+
+
+def run(tiny: bool, max_batch: int, batch: int, dtype: str = "bfloat16", sections=SECTIONS) -> list[dict]:
+    """The suite's rows, each printed as soon as it is measured (a run cut short keeps what it
+    printed). A section that raises becomes a ``failed: ...`` row and the next one runs."""
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     peak = measured_peak(dtype, tiny)
     datasheet = None if dtype != "bfloat16" else perf.datasheet_peak(jax.devices()[0])
+    print(f"device: {device_name()}; measured {dtype} matmul peak {peak / 1e12:.2f} TFLOP/s"
+          + (f"; datasheet bf16 peak {datasheet / 1e12:.0f} TFLOP/s" if datasheet else ""), flush=True)
     steps = 1 if tiny else 5
     image = TINY["image"] if tiny else {}
-    rows = [largest_batch_row(2 if tiny else max_batch, dtype, image, peak, datasheet, steps)]
-    rows.append(sampling_row(dtype, image, 2 if tiny else 50))
-    rows.append(train_row("udit", "B", 2 if tiny else batch, dtype, TINY["udit"] if tiny else {}, peak, datasheet, steps))
-    rows.append(train_row("dic", "B", 2 if tiny else batch, dtype, TINY["dic"] if tiny else {}, peak, datasheet, steps))
-    if tiny:
-        rows += decoding_rows(dtype, TINY["llada"], 8, 8, 4)
-    else:
-        rows += decoding_rows(dtype, LLADA_1B, 256, 256, 32)
-    print(f"device: {device_name()}; measured {dtype} matmul peak {peak / 1e12:.2f} TFLOP/s"
-          + (f"; datasheet bf16 peak {datasheet / 1e12:.0f} TFLOP/s" if datasheet else ""))
+    programs = {
+        "dit_train": lambda: [largest_batch_row(2 if tiny else max_batch, dtype, image, peak, datasheet, steps)],
+        "dit_sampling": lambda: [sampling_row(dtype, image, 2 if tiny else 50)],
+        "udit": lambda: [train_row("udit", "B", 2 if tiny else batch, dtype, TINY["udit"] if tiny else {},
+                                   peak, datasheet, steps)],
+        "dic": lambda: [train_row("dic", "B", 2 if tiny else batch, dtype, TINY["dic"] if tiny else {},
+                                  peak, datasheet, steps)],
+        "llada": lambda: (decoding_rows(dtype, TINY["llada"], 8, 8, 4) if tiny
+                          else decoding_rows(dtype, LLADA_1B, 256, 256, 32)),
+    }
+    rows = []
+    for section in (s for s in SECTIONS if s in sections):
+        try:
+            new_rows = programs[section]()
+        except Exception as error:  # report it and measure the rest
+            message = " ".join(str(error).split())[:160]
+            new_rows = [dict(program=f"{section}: failed: {type(error).__name__}: {message}", dtype=dtype, batch="-",
+                             result="-", mfu_model="-", mfu_hw="-", mfu_model_datasheet="-")]
+        for row in new_rows:
+            print(row, flush=True)
+        rows += new_rows
     return rows
 
 
@@ -185,13 +209,17 @@ def main():
     parser.add_argument("--batch", type=int, default=64, help="U-DiT-B and DiC-B train-step batch")
     parser.add_argument("--llada_8b", action="store_true", help="add LLaDA-8B-shaped decoding rows "
                         "(benchmarks/dlm_accelerator.py; ~32 GB of weights; on CPU: lowered only)")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset of " + ", ".join(SECTIONS))
     args = parser.parse_args()
-    rows = run(args.tiny, args.max_batch, args.batch)
+    rows = run(args.tiny, args.max_batch, args.batch, sections=args.sections.split(","))
     if args.llada_8b:
         from benchmarks.dlm_accelerator import llada_8b_rows, lower_llada_8b
 
         rows += lower_llada_8b() if jax.default_backend() == "cpu" else llada_8b_rows()
     print_table(rows, ["program", "dtype", "batch", "result", "mfu_model", "mfu_hw", "mfu_model_datasheet"])
+    failed = [row["program"] for row in rows if ": failed: " in row["program"]]
+    if failed:
+        raise SystemExit(f"{len(failed)} section(s) failed: " + "; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.common import (
-    compiled_flops,
     device_name,
     matmul_peak_flops,
+    model_flops,
     print_table,
     time_fn,
 )
@@ -43,11 +43,11 @@ def inference_model(family: str, preset: str, dtype: str = "float32", seed: int 
 
 
 def forward_flops(module, params, batch: int) -> float:
-    """XLA's FLOP count of one forward pass at ``batch``."""
+    """FLOPs of one forward pass at ``batch`` (``benchmarks.common.model_flops``)."""
     cfg = module.config
     x = jnp.zeros((batch, cfg.input_size, cfg.input_size, cfg.in_channels))
     t = jnp.zeros((batch,), jnp.int32)
-    return compiled_flops(lambda p, x, t: module.apply({"params": p}, x, t, t), params, x, t)
+    return model_flops(lambda p, x, t: module.apply({"params": p}, x, t, t), params, x, t)
 
 
 def bench(family: str, preset: str, batch: int, steps: int, cfg_scale: float, dtype: str, repeats: int, peak: float):

@@ -48,9 +48,10 @@ def bench(variant: str, batch: int, dtype: str, steps: int, repeats: int, family
     step = make_train_step(task, optimizer, schedule, config.training.ema_decay, mesh, shardings,
                            {"image": 4, "label": 1})
     start = time.perf_counter()
-    compiled = step.lower(state, batch_arrays).compile()
+    lowered = step.lower(state, batch_arrays)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - start
-    flops = perf.compiled_flops_per_device(compiled)
+    flops = perf.flops_per_device(lowered, mesh.size)
     state, metrics = compiled(state, batch_arrays)  # warm-up
     jax.block_until_ready(metrics)
     times = []

@@ -173,8 +173,9 @@ def train(config, workdir: str, *, devices=None, stop_at_step: int | None = None
             except ValueError as e:
                 raise ValueError(f"the first training batch does not fit the model: {e}") from None
         first = sh.global_batch(first_local, mesh, global_batch_size)
-        compiled = step_fn.lower(state, first).compile()
-        flops = perf.compiled_flops_per_device(compiled)
+        lowered = step_fn.lower(state, first)
+        compiled = lowered.compile()
+        flops = perf.flops_per_device(lowered, mesh.size)
         peak, peak_source = perf.peak_flops_per_device(float(config.logging.peak_flops_per_device))
         _say(
             f"mesh {dict(mesh.shape)} over {mesh.size} device(s), {jax.process_count()} process(es); "

@@ -26,3 +26,28 @@ def test_tiny_suite_reports_every_program():
     assert programs[2].startswith("udit B train step") and programs[3].startswith("dic B train step")
     for row in rows[:1] + rows[2:4]:
         _check_train_row(row)
+
+
+def test_unknown_sections_are_refused_before_any_measurement():
+    with pytest.raises(ValueError, match="unknown sections \\['dit'\\]"):
+        suite.run(tiny=True, max_batch=2, batch=2, sections=["dit"])
+
+
+def test_a_failing_section_becomes_a_row_and_the_next_one_runs(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: out of memory\n while compiling")
+
+    monkeypatch.setattr(suite, "sampling_row", broken)
+    rows = suite.run(tiny=True, max_batch=2, batch=2, sections=["dit_sampling", "llada"])
+    assert rows[0]["program"] == "dit_sampling: failed: RuntimeError: RESOURCE_EXHAUSTED: out of memory while compiling"
+    assert [r["program"].rsplit(", ", 1)[1] for r in rows[1:]] == ["none cache", "prefix cache", "dual cache"]
+    assert "dit_sampling: failed" in capsys.readouterr().out  # printed as it happened
+
+
+def test_attention_benchmark_reports_the_compiled_path_and_errors():
+    from benchmarks import attention_kernels
+
+    row = attention_kernels.measure(attention_kernels.TINY_CASES[1], repeats=1)
+    assert row["path"] == "xla"  # CPU: dot_product_attention compiles to the XLA arrangement
+    assert float(row["err_out"]) < 1e-2 and float(row["err_grad"]) < 3e-2  # bf16 against exact float32
+    assert row["err_out"] == row["xla_err_out"]
