@@ -179,7 +179,8 @@ def xla_attention(
     ``jax.nn.dot_product_attention``: the softmax normalisation divides the ``[T, H]`` output
     rather than the ``[T, S]`` probabilities, and the scale is folded into the exponent
     (``exp(scale * (logits - max))``, one fused elementwise pass). Grouped key/value heads are
-    read in place (queries viewed as ``[B, T, K, N/K, H]``), not repeated.
+    read in place (queries viewed as ``[B, T, K, N/K, H]``), not repeated; without grouping the
+    products stay 4-D, which XLA:CPU runs faster.
 
     Numerics: ``q`` and ``k`` enter the product in their dtype and the logits accumulate in
     float32 (the scale is applied to the float32 logits, so bf16 queries are not rounded after
@@ -190,9 +191,13 @@ def xla_attention(
     b, t, n, h = q.shape
     s, kv_heads = k.shape[1], k.shape[2]
     g = n // kv_heads
-    q_BTKGH = q.reshape(b, t, kv_heads, g, h)
-    logits = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, k, preferred_element_type=jnp.float32)
-    visible = None if mask is None else jnp.broadcast_to(mask, (b, n, t, s)).reshape(b, kv_heads, g, t, s)
+    if g > 1:  # query heads grouped per key/value head
+        q_heads, kv, w = "btkgh", "bskh", "bkgts"
+        q = q.reshape(b, t, kv_heads, g, h)
+    else:  # plain multi-head: 4-D products (XLA:CPU runs the grouped 5-D form ~30% slower at DiT-S/2's shapes)
+        q_heads, kv, w = "btnh", "bsnh", "bnts"
+    logits = jnp.einsum(f"{q_heads},{kv}->{w}", q, k, preferred_element_type=jnp.float32)
+    visible = None if mask is None else jnp.broadcast_to(mask, (b, n, t, s)).reshape(logits.shape)
     if is_causal:
         causal = jnp.tril(jnp.ones((t, s), bool))
         visible = causal if visible is None else visible & causal
@@ -200,9 +205,9 @@ def xla_attention(
         logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
     peak = jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))
     weights = jnp.exp((logits - peak) * scale).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", weights, v, preferred_element_type=jnp.float32)
-    denom = weights.astype(jnp.float32).sum(axis=-1)  # [B, K, G, T]
-    out = out / denom.transpose(0, 3, 1, 2)[..., None]
+    out = jnp.einsum(f"{w},{kv}->{q_heads}", weights, v, preferred_element_type=jnp.float32)
+    denom = jnp.moveaxis(weights.astype(jnp.float32).sum(axis=-1), -1, 1)  # [B, T, heads as in out]
+    out = out / denom[..., None]
     return out.reshape(b, t, n, h).astype(q.dtype)
 
 
