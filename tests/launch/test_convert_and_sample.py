@@ -1,5 +1,6 @@
 """End to end: convert an official-format checkpoint with the CLI, then sample from it with the CLI."""
 
+import re
 import subprocess
 import sys
 
@@ -40,13 +41,14 @@ def test_convert_then_sample(tmp_path):
     assert (out / "latents_grid.png").exists()
 
 
+# Through the CLI (a process each): a flag typo, and a value launch.sample's check rejects before any model
+# work (the class range needs the model's num_classes). test_bad_sample_values_are_named checks the other
+# values with the same function, validate_sample_config, in this process.
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("--config.sample.sampler=euler", "config.sample.sampler='euler' is not allowed"),
         ("--config.sample.classes=(3, 12)", "class label out of range"),
         ("--config.sample.num_step=3", 'Did you mean "num_steps"'),
-        ("--config.sample.cfg_scale=0.5", "cfg_scale=0.5 must be >= 1"),
     ],
 )
 def test_sample_rejects_bad_config_before_work(tmp_path, override, message):
@@ -54,6 +56,26 @@ def test_sample_rejects_bad_config_before_work(tmp_path, override, message):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not (tmp_path / "o" / "samples.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("sampler", "euler", "config.sample.sampler='euler' is not allowed"),
+        ("cfg_scale", 0.5, "config.sample.cfg_scale=0.5 must be >= 1"),
+        ("classes", (3, 12), "class label out of range"),
+    ],
+)
+def test_bad_sample_values_are_named(key, value, message):
+    """What launch.sample checks before work (validate_sample_config), called as it calls it."""
+    from configs.dit import get_config
+    from jaxlab.diffusion.sample_config import validate_sample_config
+
+    config = get_config("tiny")
+    validate_sample_config(config.sample, config.model.num_classes)  # the shipped values pass
+    config.sample[key] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        validate_sample_config(config.sample, config.model.num_classes)
 
 
 def test_unknown_config_variant_lists_the_known_ones(tmp_path):

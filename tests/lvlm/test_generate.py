@@ -54,8 +54,10 @@ def test_cached_greedy_decode_equals_full_recomputation(model):
     pos, deltas = positions_for(cfg, ids, grid, mask)
     extra = decode_positions(jnp.arange(length, seq.shape[1]), deltas)
     extra = jnp.broadcast_to(extra[None], (pos.shape[0],) + extra.shape)
-    logits = module.apply({"params": params}, jnp.asarray(seq), jnp.concatenate([pos, extra], axis=-1),
-                          jnp.asarray(full_mask), pixel_values=jnp.asarray(pixels), vision_layout=layout)
+    forward = jax.jit(lambda p, tokens, positions, attention, pixels: module.apply(  # one compile, not op by op
+        {"params": p}, tokens, positions, attention, pixel_values=pixels, vision_layout=layout))
+    logits = forward(params, jnp.asarray(seq), jnp.concatenate([pos, extra], axis=-1), jnp.asarray(full_mask),
+                     jnp.asarray(pixels))
     np.testing.assert_array_equal(np.asarray(jnp.argmax(logits[:, length - 1:], -1)), new)
 
 
