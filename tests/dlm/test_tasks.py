@@ -150,7 +150,7 @@ def test_dlm_configs_train_through_the_shared_loop(tmp_path):
     from jaxlab.train.config import validate
     from jaxlab.train.loop import train
 
-    for variant in ("llada-8b", "llada-8b-sft", "sudoku", "text"):
+    for variant in ("llada-8b", "llada-8b-sft", "sudoku", "text", "sudoku-confidence"):
         validate(get_config(variant))
     with pytest.raises(ValueError, match="unknown dlm config variant 'gpt'"):
         get_config("gpt")
