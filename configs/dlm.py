@@ -18,7 +18,8 @@ Variants:
 - ``sudoku``, ``addition``: small CPU models (4 layers, width 64, ~0.2M parameters) trained with
   the SFT objective on the embedded synthetic tasks of ``jaxlab.data.text_tasks``; they reach a
   useful accuracy on a laptop CPU in minutes (docs/dlm.md has the numbers). ``addition-long``: the
-  same with 10-digit operands (longer carry chains, where early digits go wrong).
+  same with 10-digit operands (longer carry chains, where early digits go wrong). ``permutation``: the
+  same model writing 6 given letters in any order (``jaxlab.data.text_tasks.PermutationTask``).
 - ``text``: the same small model pre-trained on the Python help topics that ship with the
   standard library (character level).
 - ``sudoku-confidence``: a RemeDi-style confidence head (``jaxlab.dlm.confidence``) on the shipped
@@ -52,6 +53,8 @@ _SMALL = {
     # longer carry chains: a task where early (left-most) digits are often wrong
     "addition-long": dict(spec="addition:num_digits=10", objective="sft", window=4, num_steps=1500),
     "text": dict(spec="text:corpus=pydoc,seq_length=64", objective="pretrain", window=8, num_steps=2000),
+    # many right answers (any order of the prompt's letters): parallel commits clash, remasking can repair
+    "permutation": dict(spec="permutation:num_items=6,alphabet=12", objective="sft", window=3, num_steps=1500),
 }
 _LARGE = {"llada-8b": "pretrain", "llada-8b-sft": "sft"}
 _SMALL_MODEL = dict(d_model=64, n_heads=4, n_kv_heads=4, n_layers=4, mlp_hidden_size=192, rope_theta=10000.0)
