@@ -357,7 +357,8 @@ class TextCorpus(ExampleStream):
 
 
 def make_task(name: str, **kwargs):
-    """``"addition"``, ``"sudoku"``, ``"permutation"`` or ``"text"`` -> the task object (kwargs go to its constructor)."""
+    """``"addition"``, ``"sudoku"``, ``"permutation"`` or ``"text"`` -> the task object (kwargs go to its
+    constructor)."""
     makers = {"addition": AdditionTask, "sudoku": SudokuTask, "permutation": PermutationTask, "text": TextCorpus}
     if name not in makers:
         raise ValueError(f"unknown text task {name!r}; known tasks: {sorted(makers)}")

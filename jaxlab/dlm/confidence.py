@@ -197,7 +197,8 @@ def answer_vocab(task) -> tuple[int, ...]:
 
 
 def train_confidence_head(module, params, task_spec: str, *, steps: int = 500, batch_size: int = 64,
-                          learning_rate: float = 3e-3, blocks: int = 1, corrupt: float = 0.3, seed: int = 0, log_every: int = 100, workdir=None,
+                          learning_rate: float = 3e-3, blocks: int = 1, corrupt: float = 0.3, seed: int = 0,
+                          log_every: int = 100, workdir=None,
                           log=print):
     """Trains a head on the frozen backbone ``(module, params)`` through the shared loop
     (``configs/dlm.py:sudoku-confidence`` with these settings; data = the training stream of the text task
