@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from benchmarks.common import device_name, print_table
+from configs.dlm import get_config
 from jaxlab.data.text_tasks import SPLIT_SEEDS
 from jaxlab.dlm import remedi_generate
 from jaxlab.dlm.confidence import add_confidence_head, evaluate_head, train_confidence_head
@@ -70,7 +71,8 @@ def main(argv=None):
             remasked[(f"token {'probability' if score == 'prob' else 'logit'}", F)] = [rm]
     for seed in range(args.seeds):
         start = time.perf_counter()
-        hm, hp, hist = train_confidence_head(module, params, meta["task"], steps=args.steps, batch_size=args.batch_size,
+        hm, hp, hist = train_confidence_head(get_config("sudoku-confidence"), module, params, meta["task"],
+                                             steps=args.steps, batch_size=args.batch_size,
                                              learning_rate=args.learning_rate, blocks=args.blocks,
                                              corrupt=args.corrupt, seed=seed, log_every=max(1, args.steps // 3))
         print(f"seed {seed}: trained in {time.perf_counter() - start:.0f} s", flush=True)

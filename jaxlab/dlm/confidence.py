@@ -30,7 +30,7 @@ checkpoint (``jaxlab.dlm.pretrained``) plus a fresh head, and the config's
 ``optimizer.trainable_params = "^conf_"`` freezes everything else (``jaxlab.train.optim.restrict_to``:
 zero updates, no Adam state for the backbone). The loss also stops gradients into the backbone, so
 no backbone gradient is computed and ``grad_norm`` is the head's. ``configs/dlm.py:sudoku-confidence``
-is the config; ``train_confidence_head`` runs it on an in-memory backbone.
+is the config; ``train_confidence_head(config, ...)`` runs it on an in-memory backbone.
 """
 
 import dataclasses
@@ -196,20 +196,18 @@ def answer_vocab(task) -> tuple[int, ...]:
     return tuple(i for i in range(v.size) if i not in (v.eos_id, v.pad_id, v.mask_id))
 
 
-def train_confidence_head(module, params, task_spec: str, *, steps: int = 500, batch_size: int = 64,
+def train_confidence_head(config, module, params, task_spec: str, *, steps: int = 500, batch_size: int = 64,
                           learning_rate: float = 3e-3, blocks: int = 1, corrupt: float = 0.3, seed: int = 0,
-                          log_every: int = 100, workdir=None,
-                          log=print):
-    """Trains a head on the frozen backbone ``(module, params)`` through the shared loop
-    (``configs/dlm.py:sudoku-confidence`` with these settings; data = the training stream of the text task
-    ``task_spec``, e.g. a checkpoint's ``meta["task"]``); returns
+                          log_every: int = 100, workdir=None, log=print):
+    """Trains a head on the frozen backbone ``(module, params)`` through the shared loop with ``config``
+    (``configs/dlm.py:sudoku-confidence``; the arguments here override its fields; data = the training stream of
+    the text task ``task_spec``, e.g. a checkpoint's ``meta["task"]``); returns
     ``(module with head, params, history)``, history = the loop's logged metrics rows.
 
     ``corrupt``: committed answer tokens are replaced by a random character with probability
     ``corrupt * U(0, 1)`` per example, on top of the model's own mistakes (0 = self-generated errors only).
     ``workdir``: where the run is written (default: a temporary directory, removed afterwards).
     """
-    from configs.dlm import get_config
     from jaxlab.dlm.pretrained import save_checkpoint
     from jaxlab.train.loop import train
     from jaxlab.train.metrics import METRICS_FILE, read_metrics
@@ -221,7 +219,7 @@ def train_confidence_head(module, params, task_spec: str, *, steps: int = 500, b
     try:
         backbone_file = save_checkpoint(pathlib.Path(tmp) / "backbone.npz", "llada", module.config, split_head(params)[0],
                                         task_spec)
-        config = get_config("sudoku-confidence")
+        config = config.copy_and_resolve_references()
         config.confidence.update(checkpoint=str(backbone_file), blocks=blocks, corrupt=corrupt)
         config.data.path = task_spec
         config.seed = seed

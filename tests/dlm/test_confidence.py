@@ -93,8 +93,9 @@ def test_training_learns_to_flag_corrupted_tokens():
     """A few dozen steps of the shared loop on the shipped Sudoku model: the backbone stays bit-identical and the
     head separates correct from corrupted committed tokens."""
     module, params, task, meta = load_checkpoint("sudoku")
-    hm, hp, history = train_confidence_head(module, params, meta["task"], steps=30, batch_size=32, blocks=0,
-                                            corrupt=0.6, learning_rate=1e-2, log_every=10, log=lambda _: None)
+    hm, hp, history = train_confidence_head(get_config("sudoku-confidence"), module, params, meta["task"], steps=30,
+                                            batch_size=32, blocks=0, corrupt=0.6, learning_rate=1e-2, log_every=10,
+                                            log=lambda _: None)
     assert np.mean([r["loss"] for r in history[-5:]]) < np.mean([r["loss"] for r in history[:5]])
     backbone, _ = split_head(hp)
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, backbone, params))
