@@ -90,6 +90,9 @@ def selfcorrect(module, params, task, *, num_examples: int, seeds: int = 3, budg
                 lambda k: res(llada_remask_generate(module, params, prompts, steps=budget // 2, gen_length=g,
                                                     block_length=g, mask_id=mask, remask_steps=budget - budget // 2,
                                                     remask_number=1, remask_start=7 / 8)))
+        if budget > g:
+            print(f"skip RemeDi at F={budget}: keep-top-K takes at most one step per answer token (G={g})")
+            continue
         add("RemeDi keep-top-K (prob)", budget,
             lambda k: res(remedi_generate(module, params, prompts, steps=budget, gen_length=g, block_length=g,
                                           mask_id=mask)))
