@@ -138,6 +138,7 @@ class ConfidenceHeadTask:
     backbone: dict
     vocab_ids: tuple
     corrupt: float = 0.3
+    family: str = "llada"
 
     @classmethod
     def from_config(cls, config) -> "ConfidenceHeadTask":
@@ -164,10 +165,10 @@ class ConfidenceHeadTask:
             raise ValueError(f"config.confidence.blocks={blocks} must be >= 0")
         cfg = dataclasses.replace(module.config, confidence_head=True, confidence_head_blocks=blocks)
         backbone, _ = split_head(params)
-        return cls(type(module)(cfg), backbone, answer_vocab(task), corrupt)
+        return cls(type(module)(cfg), backbone, answer_vocab(task), corrupt, meta["family"])
 
     def model_spec(self):
-        return "llada", self.module.config
+        return self.family, self.module.config
 
     def init_params(self, rng, batch):
         tokens = jnp.asarray(batch["tokens"], jnp.int32)
