@@ -5,7 +5,8 @@
 
 For each seed a head (``jaxlab.dlm.confidence``: frozen backbone, ``--blocks`` extra blocks,
 class-balanced BCE on "token is correct", ``--corrupt`` random corruption) is trained on the task's
-training stream; then:
+training stream through the shared train loop (``configs/dlm.py:sudoku-confidence``; the seed is the
+loop's ``config.seed``: head initialisation and the masking / corruption draws); then:
 
 - ``AUROC``: on held-out decoding-like states (eval stream), how well the head and the token
   probability separate correct from wrong tokens, at still-masked positions (the proposal) and at
@@ -25,6 +26,7 @@ import time
 import numpy as np
 
 from benchmarks.common import device_name, print_table
+from configs.dlm import get_config
 from jaxlab.data.text_tasks import SPLIT_SEEDS
 from jaxlab.dlm import remedi_generate
 from jaxlab.dlm.confidence import add_confidence_head, evaluate_head, train_confidence_head
@@ -55,7 +57,7 @@ def main(argv=None):
     ap.add_argument("--num_examples", type=int, default=200)
     ap.add_argument("--budgets", default="2,4,8", help="forwards per example F")
     args = ap.parse_args(argv)
-    module, params, task, _ = load_checkpoint(args.checkpoint)
+    module, params, task, meta = load_checkpoint(args.checkpoint)
     prompts = task.prompts(SPLIT_SEEDS["test"], 0, args.num_examples)
     budgets = [int(b) for b in args.budgets.split(",")]
     print(f"{args.checkpoint}: {task.name}, G={task.answer_length}, device {device_name()}", flush=True)
@@ -69,7 +71,8 @@ def main(argv=None):
             remasked[(f"token {'probability' if score == 'prob' else 'logit'}", F)] = [rm]
     for seed in range(args.seeds):
         start = time.perf_counter()
-        hm, hp, hist = train_confidence_head(module, params, task, steps=args.steps, batch_size=args.batch_size,
+        hm, hp, hist = train_confidence_head(get_config("sudoku-confidence"), module, params, meta["task"],
+                                             steps=args.steps, batch_size=args.batch_size,
                                              learning_rate=args.learning_rate, blocks=args.blocks,
                                              corrupt=args.corrupt, seed=seed, log_every=max(1, args.steps // 3))
         print(f"seed {seed}: trained in {time.perf_counter() - start:.0f} s", flush=True)

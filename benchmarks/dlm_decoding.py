@@ -138,6 +138,7 @@ def main():
     parser.add_argument("--prompt_length", type=int, default=64, help="throughput: prompt tokens")
     parser.add_argument("--size", default="512,8,8192", help="throughput: d_model,n_layers,vocab of the random LLaDA")
     parser.add_argument("--seeds", type=int, default=3, help="selfcorrect: seeds of the sampling decoders")
+    parser.add_argument("--budgets", default="", help="selfcorrect: comma-separated forwards per example (default G/2,G)")
     parser.add_argument("--only", default="", help="throughput: comma-separated decoder-name substrings to keep")
     args = parser.parse_args()
     if args.mode == "throughput":
@@ -164,7 +165,8 @@ def main():
         from benchmarks.dlm_selfcorrect import selfcorrect
 
         print(f"device {device_name()} (shared); model {checkpoint}; task {task.name}; {args.num_examples} held-out prompts")
-        rows = selfcorrect(module, params, task, num_examples=args.num_examples, seeds=args.seeds)
+        rows = selfcorrect(module, params, task, num_examples=args.num_examples, seeds=args.seeds,
+                           budgets=tuple(int(b) for b in filter(None, args.budgets.split(","))))
         print_table(rows, list(rows[0]))
         return
     if args.mode == "remask_cache":

@@ -35,7 +35,8 @@ from jaxlab.dlm import (
 )
 
 
-def selfcorrect(module, params, task, *, num_examples: int, seeds: int = 3) -> list[dict]:
+def selfcorrect(module, params, task, *, num_examples: int, seeds: int = 3, budgets=()) -> list[dict]:
+    """``budgets``: forwards per example F (default ``G/2`` and ``G``)."""
     cfg = module.config
     mask = cfg.mask_token_id
     prompts = task.prompts(SPLIT_SEEDS["test"], 0, num_examples)
@@ -65,7 +66,7 @@ def selfcorrect(module, params, task, *, num_examples: int, seeds: int = 3) -> l
     r = decode(module, params, prompts, dataclasses.replace(dcd_base, decode_param=0.9))
     rows.append(dict(decoder="DCD threshold 0.9 (batched)", budget_F="-", forwards=f"{r.num_forward}",
                      accuracy=f"{task.check(r.tokens).mean():.3f}", remasked_per_example="0.00"))
-    for budget in sorted({max(1, g // 2), g}):
+    for budget in sorted(set(budgets) or {max(1, g // 2), g}):
         per = -(-g // budget)
         add("LLaDA block (low-conf)", budget,
             lambda k: res_llada(llada_generate(module, params, prompts, steps=budget, gen_length=g, block_length=g,
@@ -89,6 +90,9 @@ def selfcorrect(module, params, task, *, num_examples: int, seeds: int = 3) -> l
                 lambda k: res(llada_remask_generate(module, params, prompts, steps=budget // 2, gen_length=g,
                                                     block_length=g, mask_id=mask, remask_steps=budget - budget // 2,
                                                     remask_number=1, remask_start=7 / 8)))
+        if budget > g:
+            print(f"skip RemeDi at F={budget}: keep-top-K takes at most one step per answer token (G={g})")
+            continue
         add("RemeDi keep-top-K (prob)", budget,
             lambda k: res(remedi_generate(module, params, prompts, steps=budget, gen_length=g, block_length=g,
                                           mask_id=mask)))

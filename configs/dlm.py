@@ -18,9 +18,14 @@ Variants:
 - ``sudoku``, ``addition``: small CPU models (4 layers, width 64, ~0.2M parameters) trained with
   the SFT objective on the embedded synthetic tasks of ``jaxlab.data.text_tasks``; they reach a
   useful accuracy on a laptop CPU in minutes (docs/dlm.md has the numbers). ``addition-long``: the
-  same with 10-digit operands (longer carry chains, where early digits go wrong).
+  same with 10-digit operands (longer carry chains, where early digits go wrong). ``permutation``: the
+  same model writing 6 given letters in any order (``jaxlab.data.text_tasks.PermutationTask``).
 - ``text``: the same small model pre-trained on the Python help topics that ship with the
   standard library (character level).
+- ``sudoku-confidence``: a RemeDi-style confidence head (``jaxlab.dlm.confidence``) on the shipped
+  Sudoku model, backbone frozen by ``optimizer.trainable_params="^conf_"``; section ``confidence``
+  (``checkpoint`` = shipped name or ``.npz``, ``blocks``, ``corrupt``); Adam lr 3e-3, batch 64,
+  300 steps. The model comes from the checkpoint (no ``model`` section).
 
 Sections beyond ``configs/common.py``'s: ``model`` (``LLaDAConfig`` fields), ``objective``
 (``kind`` "pretrain" | "sft", ``eps`` of ``p_mask = (1 - eps) t + eps``) and ``decode`` (the
@@ -48,6 +53,8 @@ _SMALL = {
     # longer carry chains: a task where early (left-most) digits are often wrong
     "addition-long": dict(spec="addition:num_digits=10", objective="sft", window=4, num_steps=1500),
     "text": dict(spec="text:corpus=pydoc,seq_length=64", objective="pretrain", window=8, num_steps=2000),
+    # many right answers (any order of the prompt's letters): parallel commits clash, remasking can repair
+    "permutation": dict(spec="permutation:num_items=6,alphabet=12", objective="sft", window=3, num_steps=1500),
 }
 _LARGE = {"llada-8b": "pretrain", "llada-8b-sft": "sft"}
 _SMALL_MODEL = dict(d_model=64, n_heads=4, n_kv_heads=4, n_layers=4, mlp_hidden_size=192, rope_theta=10000.0)
@@ -64,8 +71,10 @@ def small_model_fields(spec: str) -> dict:
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-    pick_variant("dlm", variant, {**_SMALL, **_LARGE}, default="llada-8b")
+    pick_variant("dlm", variant, {**_SMALL, **_LARGE, _CONFIDENCE: None}, default="llada-8b")
     variant = variant or "llada-8b"
+    if variant == _CONFIDENCE:
+        return _confidence_config()
     config = ml_collections.ConfigDict()
     config.variant = variant
     config.model_family = "llada"
@@ -78,6 +87,29 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         _large(config, variant)
     else:
         _small(config, _SMALL[variant])
+    return config
+
+
+_CONFIDENCE = "sudoku-confidence"
+
+
+def _confidence_config() -> ml_collections.ConfigDict:
+    """The confidence head on the frozen shipped Sudoku model (``jaxlab.dlm.confidence.ConfidenceHeadTask``)."""
+    from jaxlab.dlm.confidence import TRAINABLE
+
+    config = ml_collections.ConfigDict()
+    config.variant = _CONFIDENCE
+    config.model_family = "llada"
+    config.seed = 0
+    training_defaults(config, task="jaxlab.dlm.confidence:ConfidenceHeadTask.from_config")
+    config.confidence = ml_collections.ConfigDict(dict(checkpoint="sudoku", blocks=1, corrupt=0.3))
+    config.training.update(num_steps=300, global_batch_size=64, ema_decay=0.0)
+    # Adam (AdamW without decay), constant lr, no clipping: the head-only Adam of the earlier dedicated loop.
+    config.optimizer.update(learning_rate=3e-3, trainable_params=TRAINABLE)
+    config.data.update(source="text_task", path=_SMALL["sudoku"]["spec"], split="train", shuffle=False,
+                       prefetch_buffer_size=16)
+    config.checkpoint.update(every_steps=300, keep_last=1, keep_every=0, async_save=False)
+    config.logging.update(every_steps=100, sample_every_steps=0, tensorboard=False, progress_bar=False)
     return config
 
 

@@ -20,9 +20,10 @@ checkpoint written by ``launch.convert --family=llada`` (then pass ``--tokenizer
 A directory selects the LLaDA path (the family is read from ``config.json`` / ``model.json``, so
 there is no ``--family`` flag; ``launch.convert`` owns that name). The chat template is applied
 unless ``--nochat``; mask / EOS ids come from the model config and are checked against the
-tokenizer before the weights are read. After decoding, the committed text is replayed step by step
--- the decoders are single jitted loops, so this is a replay of the recorded commit steps, not live
-streaming; remasking samplers show each position's final commit.
+tokenizer before the weights are read. The text streams live: each decoder reports its tokens after
+every forward from inside its jitted loop (``jax.debug.callback``, see ``jaxlab.dlm.streaming``), and
+each step's line is printed while decoding continues (remasking samplers show the current state, so a
+token can be printed and later go back to ``?``). ``--nostream`` prints only the answer.
 """
 
 import pathlib
@@ -49,20 +50,23 @@ _CHAT = flags.DEFINE_bool("chat", True, "LLaDA: apply the tokenizer_config.json 
 _SYSTEM = flags.DEFINE_string("system", None, "LLaDA: optional system message")
 _GEN_LENGTH = flags.DEFINE_integer("gen_length", 128, "LLaDA: tokens to generate")
 _BLOCK_LENGTH = flags.DEFINE_integer("block_length", 32, "LLaDA: block length of llada/fastdllm/llada_remask/remedi")
+_STREAM = flags.DEFINE_bool("stream", True, "print the text after every forward, live while decoding runs")
+
+
+def _print_frame(step: int, text: str) -> None:
+    print(f"step {step:3d}: {text}", flush=True)
 
 
 def main(argv):
     del argv
     common = dict(cache=_CACHE.value, steps=_STEPS.value, threshold=_THRESHOLD.value, window=_WINDOW.value,
-                  schedule=_SCHEDULE.value, seed=_SEED.value)
+                  schedule=_SCHEDULE.value, seed=_SEED.value, on_frame=_print_frame if _STREAM.value else None)
     if pathlib.Path(_CHECKPOINT.value).is_dir():
-        answer, frames = run_llada(_CHECKPOINT.value, _PROMPT.value, _DECODER.value, tokenizer=_TOKENIZER.value,
+        answer, _ = run_llada(_CHECKPOINT.value, _PROMPT.value, _DECODER.value, tokenizer=_TOKENIZER.value,
                                    chat=_CHAT.value, system=_SYSTEM.value, gen_length=_GEN_LENGTH.value,
                                    block_length=_BLOCK_LENGTH.value, **common)
     else:
-        answer, frames = run(_CHECKPOINT.value, _PROMPT.value, _DECODER.value, **common)
-    for s, frame in enumerate(frames):
-        print(f"step {s:3d}: {frame}", flush=True)
+        answer, _ = run(_CHECKPOINT.value, _PROMPT.value, _DECODER.value, **common)
     print(answer)
 
 

@@ -284,6 +284,35 @@ class SudokuTask(PromptAnswerTask):
         return clues_ok and sudoku4_is_valid(grid)
 
 
+class PermutationTask(PromptAnswerTask):
+    """Write the prompt's letters in any order: a task with many right answers, where parallel commits clash.
+
+    Prompt: ``num_items`` distinct letters of the first ``alphabet`` lower-case letters, sorted (P =
+    ``num_items``); answer: a uniformly random permutation of them (G = P). Any permutation is
+    accepted. Every answer position is uncertain on its own, so a decoder that commits several tokens
+    in one forward can write the same letter twice -- an early mistake that only a decoder which
+    revisits committed tokens can undo (``benchmarks/dlm_selfcorrect.py``).
+    """
+
+    def __init__(self, num_items: int = 6, alphabet: int = 12):
+        if not isinstance(alphabet, int) or not 2 <= alphabet <= 26:
+            raise ValueError(f"alphabet={alphabet!r} must be an int in [2, 26]")
+        if not isinstance(num_items, int) or not 2 <= num_items <= alphabet:
+            raise ValueError(f"num_items={num_items!r} must be an int in [2, alphabet={alphabet}]")
+        self.num_items, self.alphabet = num_items, alphabet
+        self.name = f"permutation{num_items}of{alphabet}"
+        self.vocab = CharVocab("abcdefghijklmnopqrstuvwxyz"[:alphabet])
+        self.prompt_length = self.answer_length = num_items
+
+    def _example(self, rng):
+        items = np.sort(rng.choice(self.alphabet, self.num_items, replace=False))
+        letters = self.vocab.chars
+        return "".join(letters[i] for i in items), "".join(letters[i] for i in rng.permutation(items))
+
+    def _is_correct(self, prompt, answer):
+        return sorted(answer) == sorted(prompt)
+
+
 def _corpus_text(name: str) -> str:
     if name == "zen":
         with contextlib.redirect_stdout(io.StringIO()):  # importing `this` prints the Zen
@@ -328,8 +357,9 @@ class TextCorpus(ExampleStream):
 
 
 def make_task(name: str, **kwargs):
-    """``"addition"``, ``"sudoku"`` or ``"text"`` -> the task object (kwargs go to its constructor)."""
-    makers = {"addition": AdditionTask, "sudoku": SudokuTask, "text": TextCorpus}
+    """``"addition"``, ``"sudoku"``, ``"permutation"`` or ``"text"`` -> the task object (kwargs go to its
+    constructor)."""
+    makers = {"addition": AdditionTask, "sudoku": SudokuTask, "permutation": PermutationTask, "text": TextCorpus}
     if name not in makers:
         raise ValueError(f"unknown text task {name!r}; known tasks: {sorted(makers)}")
     return makers[name](**kwargs)

@@ -24,11 +24,19 @@ this position is correct":
 Freezing the backbone keeps the proposals identical, so trained-head vs probability decoding differ
 only in the ranking. Alternatives not taken: joint training with the masked-diffusion loss (RemeDi),
 self-generated errors only (``corrupt=0``), a side stream like the UPS.
-A small dedicated loop (optax Adam on the head's parameters only, one jitted step) is used rather
-than ``jaxlab.train``: the shared loop's Task trains every parameter.
+
+Training runs through the shared loop (``jaxlab.train``): ``ConfidenceHeadTask`` starts from a DLM
+checkpoint (``jaxlab.dlm.pretrained``) plus a fresh head, and the config's
+``optimizer.trainable_params = "^conf_"`` freezes everything else (``jaxlab.train.optim.restrict_to``:
+zero updates, no Adam state for the backbone). The loss also stops gradients into the backbone, so
+no backbone gradient is computed and ``grad_norm`` is the head's. ``configs/dlm.py:sudoku-confidence``
+is the config; ``train_confidence_head(config, ...)`` runs it on an in-memory backbone.
 """
 
 import dataclasses
+import pathlib
+import shutil
+import tempfile
 
 import flax.linen as nn
 import jax
@@ -101,27 +109,86 @@ def head_outputs(module, params, x, truth, mask_id: int):
     return conf, target, probability_of(logits, current)
 
 
-def make_train_step(module, optimizer, mask_id: int, corrupt: float, vocab_ids: tuple):
-    def loss_fn(head, backbone, x, truth, answer):
-        conf, target, _ = head_outputs(module, {**backbone, **head}, x, truth, mask_id)
-        bce = optax.sigmoid_binary_cross_entropy(conf, target)
-        w = answer.astype(jnp.float32)
-        # class-balanced: correct and wrong tokens weigh half each (ranking is what the sampler uses)
-        n_pos = jnp.maximum(jnp.sum(target * w), 1.0)
-        n_neg = jnp.maximum(jnp.sum((1 - target) * w), 1.0)
-        balanced = w * jnp.where(target > 0.5, 0.5 / n_pos, 0.5 / n_neg)
-        loss = jnp.sum(bce * balanced)
-        acc = jnp.sum(((conf > 0) == (target > 0.5)) * w) / jnp.sum(w)
-        return loss, dict(loss=loss, accuracy=acc, positive_rate=jnp.sum(target * w) / jnp.sum(w))
+def head_loss(module, params, x, truth, answer, mask_id: int):
+    """Class-balanced BCE of the head on state ``x [B, L]`` (correct and wrong tokens weigh half each: the sampler
+    uses only the ranking, and wrong tokens are rare) -> ``(loss, metrics)``."""
+    conf, target, _ = head_outputs(module, params, x, truth, mask_id)
+    bce = optax.sigmoid_binary_cross_entropy(conf, target)
+    w = answer.astype(jnp.float32)
+    n_pos = jnp.maximum(jnp.sum(target * w), 1.0)
+    n_neg = jnp.maximum(jnp.sum((1 - target) * w), 1.0)
+    balanced = w * jnp.where(target > 0.5, 0.5 / n_pos, 0.5 / n_neg)
+    loss = jnp.sum(bce * balanced)
+    acc = jnp.sum(((conf > 0) == (target > 0.5)) * w) / jnp.sum(w)
+    return loss, dict(loss=loss, accuracy=acc, positive_rate=jnp.sum(target * w) / jnp.sum(w))
 
-    @jax.jit
-    def step(head, opt_state, backbone, tokens, prompt_lengths, key):
-        x, answer = decoding_state(module, backbone, tokens, prompt_lengths, key, mask_id, corrupt, vocab_ids)
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(head, backbone, x, tokens, answer)
-        updates, opt_state = optimizer.update(grads, opt_state, head)
-        return optax.apply_updates(head, updates), opt_state, metrics
 
-    return step
+TRAINABLE = "^conf_"  # optimizer.trainable_params of the head configs: the head's top-level names
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ConfidenceHeadTask:
+    """The confidence head on a frozen DLM backbone as a ``jaxlab.train.task.Task`` (module docstring).
+
+    Batches: the backbone's text task (``{"tokens": [B, L], "prompt_lengths": [B]}``). ``init_params`` is the
+    checkpoint's backbone plus a freshly initialised head (boxed like ``module.init``'s output).
+    """
+
+    module: nn.Module
+    backbone: dict
+    vocab_ids: tuple
+    corrupt: float = 0.3
+    family: str = "llada"
+
+    @classmethod
+    def from_config(cls, config) -> "ConfidenceHeadTask":
+        """``config.confidence.{checkpoint, blocks, corrupt}``; the config must freeze the backbone with
+        ``optimizer.trainable_params`` (``TRAINABLE``). Used through
+        ``config.task = "jaxlab.dlm.confidence:ConfidenceHeadTask.from_config"``."""
+        from jaxlab.data import text_tasks
+        from jaxlab.dlm.pretrained import load_checkpoint
+
+        text_tasks.register()
+        trainable = config.optimizer.get("trainable_params", "")
+        if trainable != TRAINABLE:
+            raise ValueError(f"the confidence head trains on a frozen backbone: set config.optimizer.trainable_params="
+                             f"{TRAINABLE!r} (got {trainable!r}); configs/dlm.py:sudoku-confidence does")
+        module, params, task, meta = load_checkpoint(config.confidence.checkpoint)
+        if config.data.path != meta["task"]:
+            raise ValueError(f"config.data.path={config.data.path!r} but the backbone {config.confidence.checkpoint} was "
+                             f"trained on {meta['task']!r}; the head must see the backbone's task")
+        corrupt = float(config.confidence.corrupt)
+        if not 0.0 <= corrupt <= 1.0:
+            raise ValueError(f"config.confidence.corrupt={corrupt} must be in [0, 1]")
+        blocks = int(config.confidence.blocks)
+        if blocks < 0:
+            raise ValueError(f"config.confidence.blocks={blocks} must be >= 0")
+        cfg = dataclasses.replace(module.config, confidence_head=True, confidence_head_blocks=blocks)
+        backbone, _ = split_head(params)
+        return cls(type(module)(cfg), backbone, answer_vocab(task), corrupt, meta["family"])
+
+    def model_spec(self):
+        return self.family, self.module.config
+
+    def init_params(self, rng, batch):
+        tokens = jnp.asarray(batch["tokens"], jnp.int32)
+        boxed = self.module.init(rng, tokens, method=type(self.module).with_confidence)["params"]
+        _, head = split_head(boxed)
+        missing = sorted(set(boxed) - set(head) - set(self.backbone))
+        if missing:
+            raise ValueError(f"the backbone checkpoint lacks {missing}: it does not match the model config")
+        backbone = {k: nn.meta.replace_boxed(boxed[k], jax.tree_util.tree_map(jnp.asarray, self.backbone[k]))
+                    for k in boxed if k not in head}
+        return {**backbone, **head}
+
+    def loss_fn(self, params, batch, rng):
+        tokens = jnp.asarray(batch["tokens"], jnp.int32)
+        backbone, head = split_head(params)
+        backbone = jax.lax.stop_gradient(backbone)
+        mask_id = self.module.config.mask_token_id
+        x, answer = decoding_state(self.module, backbone, tokens, jnp.asarray(batch["prompt_lengths"], jnp.int32), rng,
+                                   mask_id, self.corrupt, self.vocab_ids)
+        return head_loss(self.module, {**backbone, **head}, x, tokens, answer, mask_id)
 
 
 def answer_vocab(task) -> tuple[int, ...]:
@@ -130,32 +197,49 @@ def answer_vocab(task) -> tuple[int, ...]:
     return tuple(i for i in range(v.size) if i not in (v.eos_id, v.pad_id, v.mask_id))
 
 
-def train_confidence_head(module, params, task, *, steps: int = 500, batch_size: int = 64, learning_rate: float = 3e-3,
-                          blocks: int = 1, corrupt: float = 0.3, seed: int = 0, log_every: int = 100, log=print):
-    """Trains a head on ``task``'s training stream (seed 0); returns ``(module, params, history)``.
+def train_confidence_head(config, module, params, task_spec: str, *, steps: int = 500, batch_size: int = 64,
+                          learning_rate: float = 3e-3, blocks: int = 1, corrupt: float = 0.3, seed: int = 0,
+                          log_every: int = 100, workdir=None, log=print):
+    """Trains a head on the frozen backbone ``(module, params)`` through the shared loop with ``config``
+    (``configs/dlm.py:sudoku-confidence``; the arguments here override its fields; data = the training stream of
+    the text task ``task_spec``, e.g. a checkpoint's ``meta["task"]``); returns
+    ``(module with head, params, history)``, history = the loop's logged metrics rows.
 
     ``corrupt``: committed answer tokens are replaced by a random character with probability
     ``corrupt * U(0, 1)`` per example, on top of the model's own mistakes (0 = self-generated errors only).
+    ``workdir``: where the run is written (default: a temporary directory, removed afterwards).
     """
+    from jaxlab.dlm.pretrained import save_checkpoint
+    from jaxlab.train.loop import train
+    from jaxlab.train.metrics import METRICS_FILE, read_metrics
+    from jaxlab.train.params_io import load_model
+
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps={steps} and batch_size={batch_size} must be positive")
-    module, params = add_confidence_head(module, params, blocks=blocks, seed=seed)
-    backbone, head = split_head(params)
-    optimizer = optax.adam(learning_rate)
-    opt_state = optimizer.init(head)
-    step = make_train_step(module, optimizer, module.config.mask_token_id, corrupt, answer_vocab(task))
-    key = jax.random.key(seed)
-    history = []
-    for i, batch in zip(range(steps), task.batches(batch_size, seed=0)):
-        head, opt_state, metrics = step(head, opt_state, backbone, jnp.asarray(batch["tokens"]),
-                                        jnp.asarray(batch["prompt_lengths"]), jax.random.fold_in(key, i))
-        if (i + 1) % log_every == 0 or i + 1 == steps:
-            m = {k: float(v) for k, v in metrics.items()}
-            if not np.isfinite(m["loss"]):
-                raise FloatingPointError(f"confidence-head loss is {m['loss']} at step {i + 1}")
-            history.append({"step": i + 1, **m})
-            log(f"confidence head step {i + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
-    return module, {**backbone, **jax.tree_util.tree_map(np.asarray, head)}, history
+    tmp = tempfile.mkdtemp(prefix="confidence_head_")
+    try:
+        backbone_file = save_checkpoint(pathlib.Path(tmp) / "backbone.npz", "llada", module.config, split_head(params)[0],
+                                        task_spec)
+        config = config.copy_and_resolve_references()
+        config.confidence.update(checkpoint=str(backbone_file), blocks=blocks, corrupt=corrupt)
+        config.data.path = task_spec
+        config.seed = seed
+        config.training.update(num_steps=steps, global_batch_size=batch_size)
+        config.optimizer.learning_rate = learning_rate
+        config.logging.every_steps = log_every
+        config.checkpoint.every_steps = steps
+        run_dir = pathlib.Path(workdir) if workdir is not None else pathlib.Path(tmp) / "run"
+        train(config, str(run_dir))
+        history = read_metrics(run_dir / METRICS_FILE)
+        for row in history:
+            if row["step"] % log_every and row["step"] != steps:
+                continue
+            log(f"confidence head step {row['step']}: " + ", ".join(
+                f"{k} {row[k]:.4f}" for k in ("loss", "accuracy", "positive_rate")))
+        head_module, trained = load_model(run_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return head_module, trained, history
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlab.dlm import streaming
 from jaxlab.dlm.cache import ModelCalls, bucket_widths, parse_cache_type
 from jaxlab.dlm.scoring import (
     factor_count,
@@ -215,11 +216,13 @@ def check_prompt(prompt: np.ndarray, model_config, generate_length: int, mask_id
     return prompt.astype(np.int32)
 
 
-def decode(module, params, prompt_ids, config: DecodeConfig, *, rng: jax.Array | None = None) -> DecodeResult:
+def decode(module, params, prompt_ids, config: DecodeConfig, *, rng: jax.Array | None = None,
+           on_step=None) -> DecodeResult:
     """Decodes ``config.generate_length`` tokens after ``prompt_ids [B, P]`` with DCD / block decoding.
 
     ``module`` is a ``jaxlab.models.dlm.LLaDA`` (anything with a ``.config`` and the same cached
-    ``apply``); ``rng`` is needed only for ``temperature > 0``. Raises ``ValueError`` before tracing
+    ``apply``); ``rng`` is needed only for ``temperature > 0``. ``on_step(step, tokens [B, P+G])`` is
+    called live after every step (``jaxlab.dlm.streaming``). Raises ``ValueError`` before tracing
     on bad input.
     """
     config.validate()
@@ -229,8 +232,9 @@ def decode(module, params, prompt_ids, config: DecodeConfig, *, rng: jax.Array |
             raise ValueError(f"{name}={getattr(config, name)} is outside the vocabulary [0, {module.config.embedding_size})")
     if config.temperature > 0 and rng is None:
         raise ValueError("temperature > 0 samples tokens: pass rng=jax.random.key(...)")
-    run = make_decoder(module, config, *prompt.shape)
-    out = jax.device_get(run(params, prompt, jax.random.key(0) if rng is None else rng))
+    run = make_decoder(module, config, *prompt.shape, stream=on_step is not None)
+    with streaming.listening(on_step):
+        out = jax.device_get(run(params, prompt, jax.random.key(0) if rng is None else rng))
     steps = int(out["num_forward"])
     if out["hit_limit"]:
         raise RuntimeError(f"decoding did not finish within {steps} steps; this indicates a bug, please report it")
@@ -246,19 +250,20 @@ def decode(module, params, prompt_ids, config: DecodeConfig, *, rng: jax.Array |
     )
 
 
-def make_decoder(module, config: DecodeConfig, batch: int, prompt_length: int):
+def make_decoder(module, config: DecodeConfig, batch: int, prompt_length: int, *, stream: bool = False):
     """The compiled decoder ``(params, prompt [B, P] int32, key) -> dict of device arrays``.
 
-    Cached per (module class, model config, DecodeConfig, batch, prompt length): a second call
-    with new prompts of the same shape reuses the compiled program.
+    Cached per (module class, model config, DecodeConfig, batch, prompt length, stream): a second
+    call with new prompts of the same shape reuses the compiled program. ``stream`` compiles the
+    variant that reports each step to ``jaxlab.dlm.streaming.listening``'s listener.
     """
-    return _compiled(type(module), module.config, config, batch, prompt_length)
+    return _compiled(type(module), module.config, config, batch, prompt_length, bool(stream))
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(module_type, model_config, config: DecodeConfig, batch: int, prompt_length: int):
+def _compiled(module_type, model_config, config: DecodeConfig, batch: int, prompt_length: int, stream: bool = False):
     module = module_type(model_config)
-    return jax.jit(functools.partial(_decode, module, config))
+    return jax.jit(functools.partial(_decode, module, config, stream=stream))
 
 
 def _score_fn(config: DecodeConfig):
@@ -288,7 +293,7 @@ def _score_fn(config: DecodeConfig):
     return score
 
 
-def _decode(module, config: DecodeConfig, params, prompt, key):
+def _decode(module, config: DecodeConfig, params, prompt, key, stream: bool = False):
     batch, p = prompt.shape
     g = config.generate_length
     length = p + g
@@ -415,6 +420,7 @@ def _decode(module, config: DecodeConfig, params, prompt, key):
                 jnp.where(block_done, jnp.minimum(right + block, length), right).astype(jnp.int32),
             )
         s.update(tokens=tokens, num_mask=num_mask, eos_pos=eos_pos, left=left, right=right, step=step + 1, key=key)
+        streaming.emit(stream, step, tokens)
         return s
 
     s = jax.lax.while_loop(cond, body, state)

@@ -77,6 +77,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlab.dlm import streaming
 from jaxlab.dlm.cache import bucket_widths, cached_logits, refresh_logits
 from jaxlab.dlm.decoding import check_prompt
 from jaxlab.dlm.samplers import _compiled, _proposals, _Settings
@@ -239,9 +240,10 @@ def _logits_fn(module, params, attention, has_mask: bool):
 def remdm_generate(
     module, params, prompt, *, steps: int = 128, gen_length: int = 128, schedule: ReMDMSchedule | str = "cap",
     temperature: float = 1.0, mask_id: int = 126336, attention_mask=None, cache: str = "none",
-    rng: jax.Array | None = None,
+    rng: jax.Array | None = None, on_step=None,
 ) -> RemaskResult:
-    """ReMDM sampling of ``gen_length`` tokens after ``prompt [B, P]`` in ``steps`` forwards (module docstring)."""
+    """ReMDM sampling of ``gen_length`` tokens after ``prompt [B, P]`` in ``steps`` forwards (module docstring).
+    ``on_step(step, tokens [B, P+G])`` is called live after every forward (``jaxlab.dlm.streaming``)."""
     schedule = ReMDMSchedule(schedule) if isinstance(schedule, str) else schedule
     if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps={steps!r} must be a positive integer")
@@ -251,9 +253,11 @@ def remdm_generate(
         raise ValueError("ReMDM draws random numbers at every step: pass rng=jax.random.key(...)")
     alpha_t, alpha_s, sigma = remdm_alphas(schedule, steps)
     settings = _RemdmSettings(steps, gen_length, schedule.kind, float(temperature), mask_id, has_mask,
-                              tuple(alpha_t.tolist()), tuple(alpha_s.tolist()), tuple(sigma.tolist()))
+                              tuple(alpha_t.tolist()), tuple(alpha_s.tolist()), tuple(sigma.tolist()),
+                              stream=on_step is not None)
     run = _compiled(_remdm, type(module), module.config, settings)
-    return _to_result(run(params, prompt, attention_mask, rng))
+    with streaming.listening(on_step):
+        return _to_result(run(params, prompt, attention_mask, rng))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +271,7 @@ class _RemdmSettings:
     alpha_t: tuple
     alpha_s: tuple
     sigma: tuple
+    stream: bool = False
 
 
 def remdm_draws(row_key, step, prompt_length: int, gen_length: int, vocab: int):
@@ -321,6 +326,7 @@ def _remdm(module, st: _RemdmSettings, params, prompt, prompt_mask, key):
         commit_conf = jnp.where(unmask, conf, jnp.where(remask, 0.0, commit_conf))
         num_masked = num_masked.at[i].set(jnp.sum((x == st.mask_id) & gen, axis=-1).astype(jnp.int32))
         num_remasked = num_remasked.at[i].set(jnp.sum(remask, axis=-1).astype(jnp.int32))
+        streaming.emit(st.stream, i, x)
         return x, commit_step, commit_conf, num_masked, num_remasked
 
     return _run_steps(body, x, gen, st.steps)
@@ -364,15 +370,16 @@ class _LladaRemaskSettings:
 def llada_remask_generate(
     module, params, prompt, *, steps: int = 128, gen_length: int = 128, block_length: int = 128,
     temperature: float = 0.0, mask_id: int = 126336, remask_start: float = 7 / 8, remask_steps: int | None = None,
-    remask_number: int = 1, attention_mask=None, cache: str = "none", rng: jax.Array | None = None,
+    remask_number: int = 1, attention_mask=None, cache: str = "none", rng: jax.Array | None = None, on_step=None,
 ) -> RemaskResult:
     """LLaDA's block sampler with ReMDM-LLaDA's late-step remasking (module docstring).
 
     ``remask_steps`` defaults to the steps per block (the reference's ``steps``); forwards per block =
-    ``steps_per_block + remask_steps`` (``remask_number = 0`` adds none).
+    ``steps_per_block + remask_steps`` (``remask_number = 0`` adds none). ``on_step(step, tokens [B, P+G])`` is
+    called live after every forward (``jaxlab.dlm.streaming``).
     """
     base = _Settings(steps, gen_length, block_length, float(temperature), "low_confidence", mask_id,
-                     has_attention_mask=attention_mask is not None)
+                     has_attention_mask=attention_mask is not None, stream=on_step is not None)
     prompt, attention_mask, _ = _check_common(module, prompt, gen_length, mask_id, temperature, attention_mask, cache,
                                               block_local=True)
     from jaxlab.dlm.samplers import _check
@@ -391,7 +398,8 @@ def llada_remask_generate(
         remask_steps = 0  # nothing to remask: no extra forwards (and llada_generate's random stream)
     settings = _LladaRemaskSettings(base, float(remask_start), int(remask_steps), int(remask_number), cache)
     run = _compiled(_llada_remask, type(module), module.config, settings)
-    return _to_result(run(params, prompt, attention_mask, jax.random.key(0) if rng is None else rng))
+    with streaming.listening(on_step):
+        return _to_result(run(params, prompt, attention_mask, jax.random.key(0) if rng is None else rng))
 
 
 def _llada_remask(module, st: _LladaRemaskSettings, params, prompt, prompt_mask, key):
@@ -445,6 +453,7 @@ def _llada_remask(module, st: _LladaRemaskSettings, params, prompt, prompt_mask,
         commit_conf = jnp.where(chosen, conf, commit_conf)
         num_masked = num_masked.at[it].set(jnp.sum((x == b.mask_id) & gen, axis=-1).astype(jnp.int32))
         num_remasked = num_remasked.at[it].set(jnp.sum(remask, axis=-1).astype(jnp.int32))
+        streaming.emit(b.stream, it, x)
         return x, commit_step, commit_conf, counts, num_masked, num_remasked, key, cache
 
     init = (
@@ -471,6 +480,7 @@ class _RemediSettings:
     score: str
     has_attention_mask: bool
     cache: str = "none"
+    stream: bool = False
 
 
 def remedi_keep_counts(block_length: int, steps_per_block: int) -> np.ndarray:
@@ -485,9 +495,10 @@ def remedi_keep_counts(block_length: int, steps_per_block: int) -> np.ndarray:
 def remedi_generate(
     module, params, prompt, *, steps: int = 128, gen_length: int = 128, block_length: int = 32,
     temperature: float = 0.0, mask_id: int = 126336, score: str = "prob", attention_mask=None, cache: str = "none",
-    rng: jax.Array | None = None,
+    rng: jax.Array | None = None, on_step=None,
 ) -> RemaskResult:
-    """RemeDi-style decoding: each step keeps the block's top-``K_i`` tokens by ``score`` and re-masks the rest."""
+    """RemeDi-style decoding: each step keeps the block's top-``K_i`` tokens by ``score`` and re-masks the rest.
+    ``on_step(step, tokens [B, P+G])`` is called live after every forward (``jaxlab.dlm.streaming``)."""
     prompt, attention_mask, has_mask = _check_common(module, prompt, gen_length, mask_id, temperature, attention_mask, cache,
                                                      block_local=True)
     for name, value in (("steps", steps), ("block_length", block_length)):
@@ -510,9 +521,11 @@ def remedi_generate(
                          f"use cache='none'")
     if temperature > 0 and rng is None:
         raise ValueError("temperature > 0 samples tokens: pass rng=jax.random.key(...)")
-    settings = _RemediSettings(steps, gen_length, block_length, float(temperature), mask_id, score, has_mask, cache)
+    settings = _RemediSettings(steps, gen_length, block_length, float(temperature), mask_id, score, has_mask, cache,
+                               stream=on_step is not None)
     run = _compiled(_remedi, type(module), module.config, settings)
-    return _to_result(run(params, prompt, attention_mask, jax.random.key(0) if rng is None else rng))
+    with streaming.listening(on_step):
+        return _to_result(run(params, prompt, attention_mask, jax.random.key(0) if rng is None else rng))
 
 
 def _remedi(module, st: _RemediSettings, params, prompt, prompt_mask, key):
@@ -571,6 +584,7 @@ def _remedi(module, st: _RemediSettings, params, prompt, prompt_mask, key):
         commit_conf = jnp.where(newly, prob, jnp.where(dropped, 0.0, commit_conf))
         num_masked = num_masked.at[it].set(jnp.sum((new_x == st.mask_id) & gen, axis=-1).astype(jnp.int32))
         num_remasked = num_remasked.at[it].set(jnp.sum(dropped, axis=-1).astype(jnp.int32))
+        streaming.emit(st.stream, it, new_x)
         return (new_x, commit_step, commit_conf, num_masked, num_remasked) + extra
 
     return _run_steps(body, x, gen, st.steps, cache)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlab.dlm import streaming
 from jaxlab.dlm.cache import ModelCalls, bucket_widths
 from jaxlab.dlm.decoding import check_prompt, committed_positions
 from jaxlab.dlm.scoring import factor_count, gumbel, probability_of, threshold_count, top_k_mask
@@ -67,6 +68,7 @@ class _Settings:
     factor: float | None = None
     cache: str = "none"
     has_attention_mask: bool = False
+    stream: bool = False  # report each step live (jaxlab.dlm.streaming)
 
 
 def _check(settings: _Settings, module, prompt) -> np.ndarray:
@@ -134,15 +136,17 @@ def _to_result(out, length: int) -> GenerateResult:
 def llada_generate(
     module, params, prompt, *, steps: int = 128, gen_length: int = 128, block_length: int = 128,
     temperature: float = 0.0, cfg_scale: float = 0.0, remasking: str = "low_confidence", mask_id: int = 126336,
-    attention_mask=None, rng: jax.Array | None = None,
+    attention_mask=None, rng: jax.Array | None = None, on_step=None,
 ) -> GenerateResult:
     """LLaDA's semi-autoregressive sampler; ``prompt [B, P]`` ids, returns ``GenerateResult``.
+    ``on_step(step, tokens [B, P+G])`` is called live after every forward (``jaxlab.dlm.streaming``).
 
     ``attention_mask [B, P]`` (1 = real token) marks left-padded prompts; it is extended with ones
     over the generated span and hides padding keys (the pinned reference takes none).
     """
     settings = _Settings(steps, gen_length, block_length, float(temperature), remasking, mask_id,
-                         cfg_scale=float(cfg_scale), has_attention_mask=attention_mask is not None)
+                         cfg_scale=float(cfg_scale), has_attention_mask=attention_mask is not None,
+                         stream=on_step is not None)
     prompt = _check(settings, module, prompt)
     if (temperature > 0 or remasking == "random") and rng is None:
         raise ValueError("temperature > 0 or remasking='random' draws random numbers: pass rng=jax.random.key(...)")
@@ -153,8 +157,9 @@ def llada_generate(
     else:
         attention_mask = np.ones(prompt.shape, bool)
     run = _compiled(_llada, type(module), module.config, settings)
-    out = run(params, prompt, attention_mask, jax.random.key(0) if rng is None else rng)
-    return _to_result(out, prompt.shape[1] + gen_length)
+    with streaming.listening(on_step):
+        return _to_result(run(params, prompt, attention_mask, jax.random.key(0) if rng is None else rng),
+                          prompt.shape[1] + gen_length)
 
 
 def _llada(module, st: _Settings, params, prompt, prompt_mask, key):
@@ -193,6 +198,7 @@ def _llada(module, st: _Settings, params, prompt, prompt_mask, key):
         commit_step = jnp.where(chosen, i, commit_step)
         commit_conf = jnp.where(chosen, conf, commit_conf)
         num_committed = num_committed.at[i].set(jnp.sum(chosen, axis=-1).astype(jnp.int32))
+        streaming.emit(st.stream, i, x)
         return x, commit_step, commit_conf, counts, num_committed, key
 
     init = (
@@ -215,25 +221,27 @@ def fastdllm_generate(
     module, params, prompt, *, steps: int = 128, gen_length: int = 128, block_length: int = 128,
     temperature: float = 0.0, remasking: str = "low_confidence", mask_id: int = 126336,
     threshold: float | None = None, factor: float | None = None, cache: str = "none", rng: jax.Array | None = None,
+    on_step=None,
 ) -> GenerateResult:
     """Fast-dLLM's block decoding (``cache`` = 'none' | 'prefix' | 'dual'); returns ``GenerateResult``.
 
     Commit rule per call: the ``steps`` schedule, or ``threshold`` (top-1 plus every other >= it), or
     ``factor`` (``get_transfer_index_dynamic``: the top-n with ``(n + 1)(1 - c_n) <= factor``, see
-    ``jaxlab.dlm.scoring.factor_count``); ``threshold`` and ``factor`` are exclusive.
+    ``jaxlab.dlm.scoring.factor_count``); ``threshold`` and ``factor`` are exclusive. ``on_step(step,
+    tokens [B, P+G])`` is called live after every forward (``jaxlab.dlm.streaming``).
 
     The reference allocates a batch of one; here every row of ``prompt [B, P]`` decodes in the same
     calls and a block ends when no row has a mask left in it (identical for B = 1).
     """
     settings = _Settings(steps, gen_length, block_length, float(temperature), remasking, mask_id,
                          threshold=None if threshold is None else float(threshold),
-                         factor=None if factor is None else float(factor), cache=cache)
+                         factor=None if factor is None else float(factor), cache=cache, stream=on_step is not None)
     prompt = _check(settings, module, prompt)
     if (temperature > 0 or remasking == "random") and rng is None:
         raise ValueError("temperature > 0 or remasking='random' draws random numbers: pass rng=jax.random.key(...)")
     run = _compiled(_fastdllm, type(module), module.config, settings)
-    out = run(params, prompt, jax.random.key(0) if rng is None else rng)
-    return _to_result(out, prompt.shape[1] + gen_length)
+    with streaming.listening(on_step):
+        return _to_result(run(params, prompt, jax.random.key(0) if rng is None else rng), prompt.shape[1] + gen_length)
 
 
 def _fastdllm(module, st: _Settings, params, prompt, key):
@@ -302,6 +310,7 @@ def _fastdllm(module, st: _Settings, params, prompt, key):
         s["cached_phase"] = jnp.where(advance, False, st.cache != "none")
         s["i"] = jnp.where(advance, 0, i + 1).astype(jnp.int32)
         s.update(x=x, nfe=nfe + 1, counts=counts, key=key)
+        streaming.emit(st.stream, nfe, x)
         return s
 
     s = jax.lax.while_loop(lambda s: (s["block"] < num_blocks) & (s["nfe"] < max_calls), body, state)

@@ -35,6 +35,12 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 
 
+# section -> key -> type of keys a config may leave out (read with .get and a default).
+OPTIONAL: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "optimizer": {"trainable_params": str},  # regex over parameter paths; "" = train everything (optim.restrict_to)
+}
+
+
 def _check_type(key: str, value: Any, expected) -> None:
     types = expected if isinstance(expected, tuple) else (expected,)
     if isinstance(value, bool) and bool not in types:
@@ -53,14 +59,18 @@ def validate(config) -> None:
         if section not in config:
             raise ValueError(f"config.{section} is missing; call configs.common.training_defaults(config)")
         values = config[section]
-        unknown = sorted(set(values) - set(keys))
+        optional = OPTIONAL.get(section, {})
+        unknown = sorted(set(values) - set(keys) - set(optional))
         if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in config.{section}; allowed keys: {sorted(keys)}")
+            raise ValueError(f"unknown key(s) {unknown} in config.{section}; allowed keys: {sorted(set(keys) | set(optional))}")
         missing = sorted(set(keys) - set(values))
         if missing:
             raise ValueError(f"config.{section} lacks {missing}; start from configs.common.training_defaults")
         for key, expected in keys.items():
             _check_type(f"{section}.{key}", values[key], expected)
+        for key, expected in optional.items():
+            if key in values:
+                _check_type(f"{section}.{key}", values[key], expected)
 
     training, opt, data, ckpt, logging_ = (config[s] for s in ("training", "optimizer", "data", "checkpoint", "logging"))
     check_positive("training.num_steps", training.num_steps)

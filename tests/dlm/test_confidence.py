@@ -2,13 +2,22 @@
 
 import itertools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs.dlm import get_config
 from jaxlab.dlm import remedi_generate
-from jaxlab.dlm.confidence import add_confidence_head, auroc, evaluate_head, split_head, train_confidence_head
+from jaxlab.dlm.confidence import (
+    ConfidenceHeadTask,
+    add_confidence_head,
+    auroc,
+    evaluate_head,
+    split_head,
+    train_confidence_head,
+)
 from jaxlab.dlm.pretrained import load_checkpoint
 from jaxlab.models import build_model
 
@@ -58,12 +67,37 @@ def test_auroc_equals_the_pair_count():
     assert np.isnan(auroc(scores, np.ones(60, bool)))
 
 
-@pytest.mark.slow  # ~15 s idle; test_remedi_ranks_by_the_head and the additive test cover the sampler path
+def test_head_task_starts_from_the_checkpoint_and_trains_only_the_head():
+    """The shared loop's Task: backbone = the checkpoint, fresh zero head; gradients reach only the head; a config
+    that would train the backbone is refused."""
+    config = get_config("sudoku-confidence")
+    config.confidence.blocks = 0
+    task = ConfidenceHeadTask.from_config(config)
+    module, params, text_task, _ = load_checkpoint("sudoku")
+    batch = text_task.batch(0, 0, 8)
+    init = nn.unbox(jax.jit(task.init_params)(jax.random.key(0), batch))
+    backbone, head = split_head(init)
+    assert sorted(head) == ["conf_norm", "conf_out"] and not np.any(head["conf_out"]["kernel"])
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, backbone, params))
+    grads = jax.jit(jax.grad(lambda p: task.loss_fn(p, batch, jax.random.key(1))[0]))(init)
+    g_backbone, g_head = split_head(grads)
+    assert not any(np.any(g) for g in jax.tree_util.tree_leaves(g_backbone))
+    assert np.any(g_head["conf_out"]["kernel"])
+    config.optimizer.trainable_params = ""
+    with pytest.raises(ValueError, match="trainable_params='\\^conf_'"):
+        ConfidenceHeadTask.from_config(config)
+
+
+@pytest.mark.slow  # ~30 s idle; the Task test above and test_trainable_params cover the pieces
 def test_training_learns_to_flag_corrupted_tokens():
-    """A few dozen steps on the shipped Sudoku model: the head separates correct from corrupted committed tokens."""
-    module, params, task, _ = load_checkpoint("sudoku")
-    hm, hp, history = train_confidence_head(module, params, task, steps=30, batch_size=32, blocks=0, corrupt=0.6,
-                                            learning_rate=1e-2, log_every=10, log=lambda _: None)
-    assert history[-1]["loss"] < history[0]["loss"]
+    """A few dozen steps of the shared loop on the shipped Sudoku model: the backbone stays bit-identical and the
+    head separates correct from corrupted committed tokens."""
+    module, params, task, meta = load_checkpoint("sudoku")
+    hm, hp, history = train_confidence_head(get_config("sudoku-confidence"), module, params, meta["task"], steps=30,
+                                            batch_size=32, blocks=0, corrupt=0.6, learning_rate=1e-2, log_every=10,
+                                            log=lambda _: None)
+    assert np.mean([r["loss"] for r in history[-5:]]) < np.mean([r["loss"] for r in history[:5]])
+    backbone, _ = split_head(hp)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, backbone, params))
     ev = evaluate_head(hm, hp, task, num_examples=64, corrupt=0.6)
     assert ev["committed"]["wrong"] > 0.1 and ev["committed"]["auroc_head"] > 0.7  # chance: 0.5

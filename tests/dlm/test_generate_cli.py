@@ -10,7 +10,7 @@ from jaxlab.dlm.pretrained import load_checkpoint
 from jaxlab.dlm.text_generation import encode_prompt, run
 
 
-def test_sudoku_text_in_text_out_replays_the_commits():
+def test_sudoku_text_in_text_out_streams_the_commits():
     module, params, task, _ = load_checkpoint("sudoku")
     prompt_ids = task.prompts(SPLIT_SEEDS["test"], 0, 1)[0]
     text = task.vocab.decode(prompt_ids)

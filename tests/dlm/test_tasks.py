@@ -7,6 +7,7 @@ import pytest
 from jaxlab.data.text_tasks import (
     AdditionTask,
     CharVocab,
+    PermutationTask,
     SudokuTask,
     TextCorpus,
     make_task,
@@ -110,9 +111,23 @@ def test_text_corpus_windows_and_split():
         TextCorpus("wiki")
 
 
+def test_permutation_examples_and_checker():
+    task = PermutationTask(num_items=5, alphabet=7)
+    batch = task.batch(seed=0, start=0, size=64)
+    assert batch["tokens"].shape == (64, 10) and task.check(batch["tokens"]).all()
+    texts = [task.vocab.decode(row) for row in batch["tokens"]]
+    assert all(t[:5] == "".join(sorted(set(t[:5]))) and sorted(t[5:]) == list(t[:5]) for t in texts)
+    assert sum(t[5:] != t[:5] for t in texts) > 48  # random orders, not the sorted prompt
+    wrong = batch["tokens"].copy()
+    wrong[:, 5] = wrong[:, 6]  # a letter written twice
+    assert not task.check(wrong).any()
+    with pytest.raises(ValueError, match="num_items=9 must be an int in \\[2, alphabet=7\\]"):
+        PermutationTask(num_items=9, alphabet=7)
+
+
 def test_make_task_names():
     assert isinstance(make_task("addition", num_digits=2), AdditionTask)
-    with pytest.raises(ValueError, match="known tasks: \\['addition', 'sudoku', 'text'\\]"):
+    with pytest.raises(ValueError, match="known tasks: \\['addition', 'permutation', 'sudoku', 'text'\\]"):
         make_task("chess")
 
 
@@ -150,7 +165,7 @@ def test_dlm_configs_train_through_the_shared_loop(tmp_path):
     from jaxlab.train.config import validate
     from jaxlab.train.loop import train
 
-    for variant in ("llada-8b", "llada-8b-sft", "sudoku", "text"):
+    for variant in ("llada-8b", "llada-8b-sft", "sudoku", "text", "sudoku-confidence"):
         validate(get_config(variant))
     with pytest.raises(ValueError, match="unknown dlm config variant 'gpt'"):
         get_config("gpt")
