@@ -11,7 +11,14 @@ the same task groups of synthetic degradations (five tasks, 24 px patches of sci
 - ``tiny-prompt``: + per-task prompt tokens added to the body input (feature adaptation);
 - ``tiny-r4`` / ``tiny`` (rank 8) / ``tiny-r16``: + Instruct-IPT low-rank task biases on q/k/v,
   attention out and FFN weights, trained synchronously with the shared weights;
-- ``tiny-per-task``: five separate IPTs, one per task (five times the parameters).
+- ``tiny-per-task``: five separate IPTs, one per task (five times the parameters);
+- ``tiny-per-task-eq-shared`` / ``-eq-r4`` / ``-eq-r8``: five per-task IPTs narrowed to 3 / 4 / 5
+  feature channels, about as many parameters *in total* as ``tiny-shared`` / ``tiny-r4`` / ``tiny``.
+
+Training budget: every run is the same number of steps of the same task groups (``--steps`` x
+``global_batch_size`` groups, each group one patch per task). A per-task run trains its five models
+in lockstep, each on its own task's column, so each per-task model sees exactly the patches of its
+task that every all-in-one model sees: same steps per model and same total examples.
 
 Each is evaluated (EMA params) on ``--eval_groups`` held-out task groups (``split="eval"``: the
 right 20 % of every photo, never trained on): mean PSNR / SSIM on RGB in [0, 255] per task, outputs
@@ -30,13 +37,17 @@ import numpy as np
 
 from benchmarks.common import print_table
 from configs.ipt import get_config
+from jaxlab.models import count_params
 from jaxlab.restoration.data import RestorationSource, parse_spec
 from jaxlab.restoration.task import evaluate_groups, load_trained
 from jaxlab.train.loop import train
 
-VARIANTS = ("tiny-shared", "tiny-prompt", "tiny-r4", "tiny", "tiny-r16", "tiny-per-task")
+VARIANTS = ("tiny-shared", "tiny-prompt", "tiny-r4", "tiny", "tiny-r16", "tiny-per-task", "tiny-per-task-eq-shared",
+            "tiny-per-task-eq-r4", "tiny-per-task-eq-r8")
 LABELS = {"tiny-shared": "shared (no task info)", "tiny-prompt": "prompt tokens", "tiny-r4": "low-rank r4",
-          "tiny": "low-rank r8", "tiny-r16": "low-rank r16", "tiny-per-task": "per-task models (x5 params)"}
+          "tiny": "low-rank r8", "tiny-r16": "low-rank r16", "tiny-per-task": "per-task models (x5 params)",
+          "tiny-per-task-eq-shared": "per-task C=3 (~shared params)", "tiny-per-task-eq-r4": "per-task C=4 (~r4 params)",
+          "tiny-per-task-eq-r8": "per-task C=5 (~r8 params)"}
 
 
 def run_config(variant: str, seed: int, steps: int | None):
@@ -48,10 +59,6 @@ def run_config(variant: str, seed: int, steps: int | None):
     config.logging.progress_bar = False
     config.logging.tensorboard = False
     return config
-
-
-def count_params(params) -> int:
-    return int(sum(np.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params)))
 
 
 def evaluate_run(workdir: pathlib.Path, eval_groups: int) -> dict:
