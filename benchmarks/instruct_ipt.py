@@ -13,7 +13,9 @@ the same task groups of synthetic degradations (five tasks, 24 px patches of sci
   attention out and FFN weights, trained synchronously with the shared weights;
 - ``tiny-per-task``: five separate IPTs, one per task (five times the parameters);
 - ``tiny-per-task-eq-shared`` / ``-eq-r4`` / ``-eq-r8``: five per-task IPTs narrowed to 3 / 4 / 5
-  feature channels, about as many parameters *in total* as ``tiny-shared`` / ``tiny-r4`` / ``tiny``.
+  feature channels, about as many parameters *in total* as ``tiny-shared`` / ``tiny-r4`` / ``tiny``;
+- ``tiny-sensitive``: ``tiny`` with the rank-8 task biases on the weights ``benchmarks.ipt_sensitivity``
+  picked (run that first: it searches the seed-0 ``tiny-shared`` model and writes ``ROOT/sensitivity.json``).
 
 Training budget: every run is the same number of steps of the same task groups (``--steps`` x
 ``global_batch_size`` groups, each group one patch per task). A per-task run trains its five models
@@ -43,15 +45,29 @@ from jaxlab.restoration.task import evaluate_groups, load_trained
 from jaxlab.train.loop import train
 
 VARIANTS = ("tiny-shared", "tiny-prompt", "tiny-r4", "tiny", "tiny-r16", "tiny-per-task", "tiny-per-task-eq-shared",
-            "tiny-per-task-eq-r4", "tiny-per-task-eq-r8")
+            "tiny-per-task-eq-r4", "tiny-per-task-eq-r8", "tiny-sensitive")
 LABELS = {"tiny-shared": "shared (no task info)", "tiny-prompt": "prompt tokens", "tiny-r4": "low-rank r4",
           "tiny": "low-rank r8", "tiny-r16": "low-rank r16", "tiny-per-task": "per-task models (x5 params)",
           "tiny-per-task-eq-shared": "per-task C=3 (~shared params)", "tiny-per-task-eq-r4": "per-task C=4 (~r4 params)",
-          "tiny-per-task-eq-r8": "per-task C=5 (~r8 params)"}
+          "tiny-per-task-eq-r8": "per-task C=5 (~r8 params)", "tiny-sensitive": "low-rank r8, searched set"}
+SEARCHED = "tiny-sensitive"  # configs/ipt.py:tiny with the rank and targets benchmarks.ipt_sensitivity picked
 
 
-def run_config(variant: str, seed: int, steps: int | None):
-    config = get_config(variant)
+def searched_set(root: pathlib.Path) -> dict:
+    """``ROOT/sensitivity.json``, written by ``benchmarks.ipt_sensitivity``."""
+    record = pathlib.Path(root) / "sensitivity.json"
+    if not record.is_file():
+        raise SystemExit(f"the {SEARCHED} row trains on the weights the task-sensitivity search picked, and {record} "
+                         f"does not exist: run python -m benchmarks.ipt_sensitivity --root={root} first")
+    return json.loads(record.read_text())
+
+
+def run_config(variant: str, seed: int, steps: int | None, root: pathlib.Path | None = None):
+    config = get_config("tiny" if variant == SEARCHED else variant)
+    if variant == SEARCHED:
+        record = searched_set(root)
+        config.variant = SEARCHED
+        config.modulation.update(rank=int(record["rank"]), targets=tuple(record["targets"]))
     config.seed = seed
     if steps:
         config.training.num_steps = steps
@@ -133,7 +149,7 @@ def main() -> None:
                 key = f"{variant}/seed{seed}"
                 if key in results:
                     continue
-                config = run_config(variant, seed, args.steps)
+                config = run_config(variant, seed, args.steps, root)
                 workdir = root / variant / f"seed{seed}"
                 start = time.time()
                 result = train(config, str(workdir))

@@ -1,9 +1,11 @@
 """benchmarks/instruct_ipt.py: the equal-parameter per-task baselines and the comparison table."""
 
 import functools
+import json
 
 import jax
 import numpy as np
+import pytest
 
 from benchmarks import instruct_ipt
 from configs.ipt import get_config
@@ -39,3 +41,14 @@ def test_table_prints_params_and_the_seed_spread():
     assert rows[1]["params"] == "54,811" and rows[1]["seeds"] == 2
     assert rows[1]["denoise psnr"] == "22.00+-1.00" and rows[1]["mean psnr"] == "22.50+-1.00"
     assert rows[2]["params"] == "50,880" and rows[2]["mean psnr"] == "22.50+-0.00"
+
+
+def test_the_searched_row_trains_on_the_recorded_targets(tmp_path):
+    with pytest.raises(SystemExit, match="benchmarks.ipt_sensitivity"):
+        instruct_ipt.run_config("tiny-sensitive", 0, 10, tmp_path)
+    targets = ["re:body/encoder_0/ffn/linear1/kernel", "re:tail_0/conv/kernel"]
+    (tmp_path / "sensitivity.json").write_text(json.dumps({"rank": 3, "targets": targets}))
+    config = instruct_ipt.run_config("tiny-sensitive", 1, 10, tmp_path)
+    assert config.seed == 1 and config.training.num_steps == 10 and config.variant == "tiny-sensitive"
+    task = task_from_config(config)
+    assert task.modulation.rank == 3 and task.modulation.targets == tuple(targets)
