@@ -15,7 +15,8 @@ MODEL = IPTConfig.from_dict(dict(n_feats=4, patch_size=12, patch_dim=3, num_head
 
 
 def test_search_finetunes_each_task_ranks_and_picks_targets_in_budget():
-    shared = nn.unbox(jax.jit(IPT(MODEL).init)(jax.random.key(0), np.zeros((1, 12, 12, 3), np.float32), 0)["params"])
+    init = jax.jit(lambda key, x: IPT(MODEL).init(key, x, 0))  # the task index is static
+    shared = nn.unbox(init(jax.random.key(0), np.zeros((1, 12, 12, 3), np.float32))["params"])
     spec = parse_spec("tasks=denoise+derain,images=generated")
     tuned = finetune_per_task(MODEL, shared, spec, steps=2, batch_size=2, learning_rate=1e-2)
     assert len(tuned) == 2
