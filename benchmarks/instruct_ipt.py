@@ -58,7 +58,8 @@ def searched_set(root: pathlib.Path) -> dict:
     record = pathlib.Path(root) / "sensitivity.json"
     if not record.is_file():
         raise SystemExit(f"the {SEARCHED} row trains on the weights the task-sensitivity search picked, and {record} "
-                         f"does not exist: run python -m benchmarks.ipt_sensitivity --root={root} first")
+                         f"does not exist: train the other rows (--variants without {SEARCHED}), run python -m "
+                         f"benchmarks.ipt_sensitivity --root={root}, then this row")
     return json.loads(record.read_text())
 
 
@@ -141,6 +142,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
+    if not args.report and SEARCHED in variants:
+        searched_set(root)  # before any training: the searched row needs benchmarks.ipt_sensitivity's output
     if not args.report:
         jax.config.update("jax_compilation_cache_dir", str(root / "jax_cache"))  # seeds > 0 reuse the step compiles
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
