@@ -11,7 +11,16 @@ the same task groups of synthetic degradations (five tasks, 24 px patches of sci
 - ``tiny-prompt``: + per-task prompt tokens added to the body input (feature adaptation);
 - ``tiny-r4`` / ``tiny`` (rank 8) / ``tiny-r16``: + Instruct-IPT low-rank task biases on q/k/v,
   attention out and FFN weights, trained synchronously with the shared weights;
-- ``tiny-per-task``: five separate IPTs, one per task (five times the parameters).
+- ``tiny-per-task``: five separate IPTs, one per task (five times the parameters);
+- ``tiny-per-task-eq-shared`` / ``-eq-r4`` / ``-eq-r8``: five per-task IPTs narrowed to 3 / 4 / 5
+  feature channels, about as many parameters *in total* as ``tiny-shared`` / ``tiny-r4`` / ``tiny``;
+- ``tiny-sensitive``: ``tiny`` with the rank-8 task biases on the weights ``benchmarks.ipt_sensitivity``
+  picked (run that first: it searches the seed-0 ``tiny-shared`` model and writes ``ROOT/sensitivity.json``).
+
+Training budget: every run is the same number of steps of the same task groups (``--steps`` x
+``global_batch_size`` groups, each group one patch per task). A per-task run trains its five models
+in lockstep, each on its own task's column, so each per-task model sees exactly the patches of its
+task that every all-in-one model sees: same steps per model and same total examples.
 
 Each is evaluated (EMA params) on ``--eval_groups`` held-out task groups (``split="eval"``: the
 right 20 % of every photo, never trained on): mean PSNR / SSIM on RGB in [0, 255] per task, outputs
@@ -30,17 +39,36 @@ import numpy as np
 
 from benchmarks.common import print_table
 from configs.ipt import get_config
+from jaxlab.models import count_params
 from jaxlab.restoration.data import RestorationSource, parse_spec
 from jaxlab.restoration.task import evaluate_groups, load_trained
 from jaxlab.train.loop import train
 
-VARIANTS = ("tiny-shared", "tiny-prompt", "tiny-r4", "tiny", "tiny-r16", "tiny-per-task")
+VARIANTS = ("tiny-shared", "tiny-prompt", "tiny-r4", "tiny", "tiny-r16", "tiny-per-task", "tiny-per-task-eq-shared",
+            "tiny-per-task-eq-r4", "tiny-per-task-eq-r8", "tiny-sensitive")
 LABELS = {"tiny-shared": "shared (no task info)", "tiny-prompt": "prompt tokens", "tiny-r4": "low-rank r4",
-          "tiny": "low-rank r8", "tiny-r16": "low-rank r16", "tiny-per-task": "per-task models (x5 params)"}
+          "tiny": "low-rank r8", "tiny-r16": "low-rank r16", "tiny-per-task": "per-task models (x5 params)",
+          "tiny-per-task-eq-shared": "per-task C=3 (~shared params)", "tiny-per-task-eq-r4": "per-task C=4 (~r4 params)",
+          "tiny-per-task-eq-r8": "per-task C=5 (~r8 params)", "tiny-sensitive": "low-rank r8, searched set"}
+SEARCHED = "tiny-sensitive"  # configs/ipt.py:tiny with the rank and targets benchmarks.ipt_sensitivity picked
 
 
-def run_config(variant: str, seed: int, steps: int | None):
-    config = get_config(variant)
+def searched_set(root: pathlib.Path) -> dict:
+    """``ROOT/sensitivity.json``, written by ``benchmarks.ipt_sensitivity``."""
+    record = pathlib.Path(root) / "sensitivity.json"
+    if not record.is_file():
+        raise SystemExit(f"the {SEARCHED} row trains on the weights the task-sensitivity search picked, and {record} "
+                         f"does not exist: train the other rows (--variants without {SEARCHED}), run python -m "
+                         f"benchmarks.ipt_sensitivity --root={root}, then this row")
+    return json.loads(record.read_text())
+
+
+def run_config(variant: str, seed: int, steps: int | None, root: pathlib.Path | None = None):
+    config = get_config("tiny" if variant == SEARCHED else variant)
+    if variant == SEARCHED:
+        record = searched_set(root)
+        config.variant = SEARCHED
+        config.modulation.update(rank=int(record["rank"]), targets=tuple(record["targets"]))
     config.seed = seed
     if steps:
         config.training.num_steps = steps
@@ -48,10 +76,6 @@ def run_config(variant: str, seed: int, steps: int | None):
     config.logging.progress_bar = False
     config.logging.tensorboard = False
     return config
-
-
-def count_params(params) -> int:
-    return int(sum(np.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params)))
 
 
 def evaluate_run(workdir: pathlib.Path, eval_groups: int) -> dict:
@@ -118,6 +142,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
+    if not args.report and SEARCHED in variants:
+        searched_set(root)  # before any training: the searched row needs benchmarks.ipt_sensitivity's output
     if not args.report:
         jax.config.update("jax_compilation_cache_dir", str(root / "jax_cache"))  # seeds > 0 reuse the step compiles
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -126,7 +152,7 @@ def main() -> None:
                 key = f"{variant}/seed{seed}"
                 if key in results:
                     continue
-                config = run_config(variant, seed, args.steps)
+                config = run_config(variant, seed, args.steps, root)
                 workdir = root / variant / f"seed{seed}"
                 start = time.time()
                 result = train(config, str(workdir))

@@ -14,6 +14,10 @@ degradations (``jaxlab.restoration.data``: every task in every batch) by
   ``--config.data.path=tasks=derain``): a per-task model.
 - ``tiny-per-task``: five separate IPTs (one per task, five times the parameters) trained in one
   run on the same task groups (``config.ipt.separate_models``).
+- ``tiny-per-task-eq-shared`` / ``-eq-r4`` / ``-eq-r8``: the same five per-task IPTs, narrowed
+  (3 / 4 / 5 feature channels, D = 12 / 16 / 20) so that the five together have about the total
+  parameters of ``tiny-shared`` (50,880 vs 54,811), ``tiny-r4`` (81,675 vs 82,971) or ``tiny``
+  (119,390 vs 111,131; the nearest integer width): per-task models at equal total parameters.
 - ``tiny-generated``: ``tiny`` on procedural images (no scikit-image needed; tests use it).
 - ``base``: the paper's IPT size (64 channels, 48 px patches, 12 + 12 layers) with rank-8 biases, for
   an accelerator; batch, learning rate and steps are our guesses (IPT fine-tunes with Adam 2e-5 on
@@ -34,6 +38,7 @@ from jaxlab.restoration import data as restoration_data
 # training starts from the identity instead of first learning to reproduce the image.
 _TINY = dict(n_feats=8, patch_size=24, patch_dim=2, num_heads=4, num_layers=1, scale=(1,), num_queries=1,
              global_residual=True)
+_TINY_C3, _TINY_C4, _TINY_C5 = (dict(_TINY, n_feats=c) for c in (3, 4, 5))  # narrower per-task models
 _BASE = dict(n_feats=64, patch_size=48, patch_dim=3, num_heads=12, num_layers=12, scale=(1,), num_queries=1)
 _ALL = "tasks=" + "+".join(TASKS)
 
@@ -45,6 +50,9 @@ _VARIANTS = {
     "tiny-r16": dict(model=_TINY, rank=16, prompt=False, data=_ALL + ",images=skimage"),
     "tiny-single": dict(model=_TINY, rank=0, prompt=False, data="tasks=denoise,images=skimage"),
     "tiny-per-task": dict(model=_TINY, rank=0, prompt=False, separate=True, data=_ALL + ",images=skimage"),
+    "tiny-per-task-eq-shared": dict(model=_TINY_C3, rank=0, prompt=False, separate=True, data=_ALL + ",images=skimage"),
+    "tiny-per-task-eq-r4": dict(model=_TINY_C4, rank=0, prompt=False, separate=True, data=_ALL + ",images=skimage"),
+    "tiny-per-task-eq-r8": dict(model=_TINY_C5, rank=0, prompt=False, separate=True, data=_ALL + ",images=skimage"),
     "tiny-generated": dict(model=_TINY, rank=8, prompt=False, data=_ALL + ",images=generated"),
     "base": dict(model=_BASE, rank=8, prompt=False, data=_ALL + ",images=skimage"),
 }

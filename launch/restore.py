@@ -38,6 +38,10 @@ _BATCH = flags.DEFINE_integer("batch", 8, "tiles per model call (memory vs speed
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace an existing output file (never the input)")
 
 
+def _show_progress(done: int, total: int) -> None:
+    print(f"\r{done}/{total} tiles", end="", flush=True)
+
+
 def main(argv):
     del argv
     inputs = [_INPUT.value] + ([_REFERENCE.value] if _REFERENCE.value else [])
@@ -64,8 +68,9 @@ def main(argv):
         raise app.UsageError(f"--reference is {reference.shape[1]}x{reference.shape[0]}, the output will be {w * scale}x{h * scale}")
     print(f"restoring {_INPUT.value} ({w}x{h}) with task {task} ({loaded.name}, scale {scale}): {tiles} tiles of {cfg.patch_size}px, {_BATCH.value} per call")
     start = time.time()
-    restore = make_restorer(module, task, batch=_BATCH.value)
+    restore = make_restorer(module, task, batch=_BATCH.value, progress=_show_progress)
     result = np.asarray(jax.block_until_ready(restore(params, image[None])))[0]
+    print()
     try:
         write_png(out, result)
     except ValueError as e:

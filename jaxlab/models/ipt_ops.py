@@ -13,7 +13,8 @@ same job in one pass:
   weighted average. This is the official blend (uniform averaging of margin-cropped tiles) up to
   its exact tile placement near the bottom/right border, which differs.
 - tiles run in chunks of ``batch`` inside a ``lax.fori_loop``: memory is the output canvas plus
-  one chunk's activations, whatever the image size.
+  one chunk's activations, whatever the image size. ``progress(done, total)`` (optional) is called
+  from inside the loop (``jax.debug.callback``) after every chunk, with tile counts.
 
 For a model whose output pixel depends only on inputs within ``margin`` pixels, the tiled output
 equals the whole-image output exactly (the tests check this).
@@ -61,6 +62,7 @@ def tiled_apply(
     stride: int | None = None,
     margin: int | None = None,
     batch: int = 8,
+    progress: Callable[[int, int], None] | None = None,
 ) -> jax.Array:
     """Applies a fixed-size image model to an image of any size ``>= tile`` by overlapping tiles.
 
@@ -73,6 +75,7 @@ def tiled_apply(
       margin: pixels (input resolution) dropped at interior tile edges, default ``tile // 4``
         (the official ``shave / 2`` = 12 for 48).
       batch: tiles per model call (memory vs. speed).
+      progress: called as ``progress(tiles done, tiles in all)`` after every chunk (host callback).
 
     Returns:
       ``[B, H*scale, W*scale, C_out]`` float32. Traceable: wrap the caller in ``jax.jit``.
@@ -115,7 +118,10 @@ def tiled_apply(
             cur_w = jax.lax.dynamic_slice(weight, at, (ts, ts))
             return canvas, jax.lax.dynamic_update_slice(weight, cur_w + w, at)
 
-        return jax.lax.fori_loop(0, batch, add_tile, (canvas, weight))
+        canvas, weight = jax.lax.fori_loop(0, batch, add_tile, (canvas, weight))
+        if progress is not None:
+            jax.debug.callback(lambda k: progress(min((int(k) + 1) * batch, n), n), k, ordered=True)
+        return canvas, weight
 
     canvas = jnp.zeros((b, hh * scale, ww * scale, c_out), jnp.float32)
     weight = jnp.zeros((hh * scale, ww * scale), jnp.float32)
@@ -123,10 +129,12 @@ def tiled_apply(
     return canvas / weight[None, :, :, None]
 
 
-def make_restorer(module, task: int, *, stride: int | None = None, margin: int | None = None, batch: int = 8):
+def make_restorer(module, task: int, *, stride: int | None = None, margin: int | None = None, batch: int = 8,
+                  progress: Callable[[int, int], None] | None = None):
     """A jitted ``(params, x [B, H, W, C] in [0, rgb_range]) -> restored [B, H*s, W*s, C]`` for one IPT task.
 
-    Recompiles per image shape. ``H, W >= patch_size``; see ``tiled_apply`` for the blending.
+    Recompiles per image shape. ``H, W >= patch_size``; see ``tiled_apply`` for the blending and
+    ``progress``.
     """
     cfg = module.config
     cfg.check_task(task)
@@ -144,6 +152,7 @@ def make_restorer(module, task: int, *, stride: int | None = None, margin: int |
             stride=stride,
             margin=margin,
             batch=batch,
+            progress=progress,
         )
 
     return restore

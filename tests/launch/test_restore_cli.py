@@ -1,17 +1,18 @@
 """launch.restore: a converted IPT restores a PNG end to end; bad input is refused before any work."""
 
+import json
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from jaxlab.convert import from_torch
 from jaxlab.data.image_files import check_output_path, read_rgb, write_png
 from jaxlab.models.ipt import IPTConfig
 from jaxlab.models.ipt_ops import resolve_task
-from jaxlab.train.params_io import save_model
 from tests.conftest import GoldenCase
 
 
@@ -24,8 +25,10 @@ def _run(*args, check=True):
 
 def test_restore_png_with_a_converted_checkpoint(tmp_path):
     case = GoldenCase("ipt", "ipt_forward_small")
-    module, params = from_torch("ipt", case.meta["constructor"]["args"], case.state_dict)
-    ckpt = save_model(tmp_path / "ckpt", "ipt", module.config, params)
+    pt, ckpt = tmp_path / "ipt_small.pt", tmp_path / "ckpt"  # an official-format checkpoint through launch.convert
+    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in case.state_dict.items()}, pt)
+    _run("launch.convert", "--family=ipt", f"--checkpoint={pt}", f"--output={ckpt}",
+         f"--torch_kwargs={json.dumps(case.meta['constructor']['args'])}")
     pixels = np.random.default_rng(0).integers(0, 256, (30, 41, 3), dtype=np.uint8)
     inp, out = tmp_path / "in.png", tmp_path / "out.png"
     Image.fromarray(pixels).save(inp)
@@ -34,7 +37,7 @@ def test_restore_png_with_a_converted_checkpoint(tmp_path):
     proc = _run("launch.restore", f"--checkpoint={ckpt}", "--task=sr2", f"--input={inp}", f"--output={out}",
                 f"--reference={tmp_path / 'ref.png'}", "--batch=4")
     assert Image.open(out).size == (82, 60) and inp.read_bytes() == before
-    assert "tiles" in proc.stdout and "PSNR RGB" in proc.stdout and "SSIM RGB" in proc.stdout and ", Y " in proc.stdout
+    assert re.search(r"\b(\d+)/\1 tiles", proc.stdout) and "PSNR RGB" in proc.stdout and "SSIM RGB" in proc.stdout and ", Y " in proc.stdout
     proc = _run("launch.restore", f"--checkpoint={ckpt}", "--task=sr2", f"--input={inp}", f"--output={inp}", "--overwrite", check=False)
     assert proc.returncode != 0 and "never overwritten" in proc.stderr and inp.read_bytes() == before
     proc = _run("launch.restore", f"--checkpoint={ckpt}", "--task=remove the rain and the noise", f"--input={inp}",
@@ -51,6 +54,8 @@ def test_image_files_refuse_bad_input(tmp_path):
             read_rgb(tmp_path / name)
     with pytest.raises(FileNotFoundError):
         read_rgb(tmp_path / "missing.png")
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / "photo.jpg", quality=95)
+    assert np.abs(read_rgb(tmp_path / "photo.jpg") - 200).max() <= 2  # JPEG in
     with pytest.raises(ValueError, match="never overwritten"):
         check_output_path(tmp_path / "grey.png", [tmp_path / "grey.png"], overwrite=True)
     with pytest.raises(ValueError, match="already exists"):

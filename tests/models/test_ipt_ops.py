@@ -25,8 +25,12 @@ def test_tiled_equals_whole_image_for_a_local_model(shape, scale, batch):
     """Zero padding differs at tile edges; a 2-pixel receptive field inside a 4-pixel margin never sees it."""
     x = jnp.asarray(RNG.uniform(size=shape), jnp.float32)
     whole = local_model(x, scale)
-    tiled = jax.jit(lambda x: tiled_apply(lambda t: local_model(t, scale), x, tile=16, scale=scale, stride=6, margin=4, batch=batch))(x)
+    calls = []
+    tiled = jax.jit(lambda x: tiled_apply(lambda t: local_model(t, scale), x, tile=16, scale=scale, stride=6, margin=4,
+                                          batch=batch, progress=lambda *a: calls.append(a)))(x)
     np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-5)
+    n = len(tile_starts(shape[1], 16, 6)) * len(tile_starts(shape[2], 16, 6))
+    assert calls == [(min(k * batch, n), n) for k in range(1, -(-n // batch) + 1)]  # one report per chunk, in order
     # Without a margin the tile-edge zero padding shows up at the seams: the margin is what makes it exact.
     seamy = tiled_apply(lambda t: local_model(t, scale), x, tile=16, scale=scale, stride=6, margin=0, batch=batch)
     assert np.abs(np.asarray(seamy) - np.asarray(whole)).max() > 1e-2
