@@ -10,7 +10,8 @@
   draws one code per noise from its prior with ``key``, then solves the ODE with those codes.
   ``options`` (``jaxlab.diffusion.edm.SamplingOptions``) holds the few-NFE switches: the grid's
   ``schedule`` / ``sigma_min`` / ``sigma_max`` / ``rho``, EDM's ``final_denoise`` last step, and
-  ``afs`` (analytical first step); the default is EDM's sampler.
+  ``afs`` (analytical first step); None (default) takes the task's (``config.edm``: EDM's sampler
+  unless the config sets them).
 - ``sdedit``: SDEdit-style editing (noise an image to ``sigma_start``, solve back), QAC with the
   encoded code of a guide image.
 
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxlab.diffusion.edm import EDM_DEFAULT_SAMPLING, SamplingOptions, make_edm_sampler
+from jaxlab.diffusion.edm import SamplingOptions, make_edm_sampler
 from jaxlab.diffusion.edm_task import EDMTask
 from jaxlab.diffusion.qac import check_params
 from jaxlab.diffusion.qac_prior import fit_prior
@@ -78,9 +79,11 @@ class RunSampler:
     solver: str
     nfe: int
     prior: object = None
-    options: SamplingOptions = EDM_DEFAULT_SAMPLING
+    options: SamplingOptions | None = None
 
     def __post_init__(self):
+        if self.options is None:
+            self.options = self.task.sampling
         if isinstance(self.task, QACTask):
             if self.prior is None:
                 raise ValueError("a QAC run samples with codes from a prior: pass prior=fit_prior(...)")

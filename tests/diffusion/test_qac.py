@@ -10,6 +10,7 @@ import pytest
 
 from configs.qac import get_config
 from jaxlab.diffusion import edm_sampling
+from jaxlab.diffusion.edm import SamplingOptions
 from jaxlab.diffusion.qac import CodeSpec, ConditionEncoder, QACModel, check_params
 from jaxlab.diffusion.qac_prior import EmpiricalPrior, fit_prior
 from jaxlab.diffusion.qac_task import QACTask, distinct_fraction
@@ -193,6 +194,12 @@ def test_sampling_a_trained_qac_run_through_the_shared_loop(tmp_path):
         sampler.sample(z, jax.random.PRNGKey(1), codes=jnp.ones((5, 3, 4)))
     with pytest.raises(ValueError, match="5 noises"):
         sampler.sample(z, jax.random.PRNGKey(1), codes=jnp.ones((4, 2, 4)))
+    # The few-NFE switches reach the sampler: Heun at 3 NFE with AFS and no final denoise is another solve.
+    codes = sampler.codes(jax.random.PRNGKey(1), 5)
+    edm_heun = edm_sampling.RunSampler(task, params, "heun", 3, sampler.prior).sample(z, None, codes)
+    afs_heun = edm_sampling.RunSampler(task, params, "heun", 3, sampler.prior,
+                                       SamplingOptions(afs=True, final_denoise=False)).sample(z, None, codes)
+    assert bool(jnp.all(jnp.isfinite(afs_heun))) and float(jnp.abs(afs_heun - edm_heun).max()) > 1e-3
     # SDEdit with the source's own code: at a tiny start noise the edit keeps the image.
     x_src = _images(5)
     own = task.model.encode(params, x_src)
