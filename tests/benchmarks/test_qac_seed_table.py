@@ -33,3 +33,16 @@ def test_seed_table_refuses_mixed_sampling_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["x", "--json", *files])
     with pytest.raises(SystemExit, match="compare like with like"):
         qac_seed_table.main()
+
+
+def test_seed_table_reads_heun_grid_files(tmp_path, monkeypatch, capsys):
+    files = []
+    for i, (a, b) in enumerate([(700.0, 90.0), (720.0, 100.0)]):
+        runs = {run: {"cells": [{"variant": "afs,no_final", "nfe": 3, "digits_fid": fid}]}
+                for run, fid in (("baseline", a), ("qac", b))}
+        (tmp_path / f"g{i}.json").write_text(json.dumps({"num": 500, "seed": 0, "runs": runs}))
+        files.append(str(tmp_path / f"g{i}.json"))
+    monkeypatch.setattr(sys, "argv", ["x", "--json", *files])
+    qac_seed_table.main()
+    out = capsys.readouterr().out
+    assert "| qac | afs,no_final | 95.0 ± 7.1 |" in out and "| afs,no_final | -615.0 * |" in out
