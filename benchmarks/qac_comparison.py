@@ -53,6 +53,23 @@ def _curvature(task, params, z, codes, nfe: int) -> np.ndarray:
     return np.asarray(run(params, z, codes))
 
 
+def load_fixed_inputs(workdir: str, num: int, seed: int, prior_name: str | None = None):
+    """A run's ``(config, task, ema params, prior, key, z [num, H, W, C], codes)``; the noises and (QAC)
+    codes are fixed by ``seed`` alone, so every script that uses this compares the same samples."""
+    saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
+    saved.pop("run_history", None)
+    config = ml_collections.ConfigDict(saved)
+    if prior_name and "qac" in config:
+        config.qac.prior = prior_name
+    task, params = edm_sampling.load_run(config, workdir)
+    prior = edm_sampling.make_prior(config, task, params) if isinstance(task, QACTask) else None
+    cfg = task.model_config
+    key = jax.random.PRNGKey(seed)
+    z = jax.random.normal(jax.random.fold_in(key, 0), (num, cfg.input_size, cfg.input_size, cfg.in_channels))
+    codes = None if prior is None else task.spec.from_indices(prior.sample(jax.random.fold_in(key, 1), num))
+    return config, task, params, prior, key, z, codes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", required=True, help="NAME=WORKDIR (repeat)")
@@ -76,17 +93,8 @@ def main() -> None:
         name, _, workdir = spec.partition("=")
         if not workdir:
             raise SystemExit(f"--run {spec!r}: expected NAME=WORKDIR")
-        saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
-        saved.pop("run_history", None)
-        config = ml_collections.ConfigDict(saved)
-        if args.prior and "qac" in config:
-            config.qac.prior = args.prior
-        task, params = edm_sampling.load_run(config, workdir)
-        prior = edm_sampling.make_prior(config, task, params) if isinstance(task, QACTask) else None
+        config, task, params, prior, key, z, codes = load_fixed_inputs(workdir, args.num, args.seed, args.prior)
         cfg = task.model_config
-        key = jax.random.PRNGKey(args.seed)
-        z = jax.random.normal(jax.random.fold_in(key, 0), (args.num, cfg.input_size, cfg.input_size, cfg.in_channels))
-        codes = None if prior is None else task.spec.from_indices(prior.sample(jax.random.fold_in(key, 1), args.num))
         if ref_feats is None:
             ref_feats = features(digits_features.real_digits(cfg.input_size))
         entry = {"workdir": workdir, "task": type(task).__name__, "cells": []}

@@ -63,10 +63,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model_family = fields["model_family"]
     config.seed = 0
     config.model = ml_collections.ConfigDict(fields["model"])
-    # EDM (Karras et al. 2022) defaults; the sampler fields set the progress grids' solver.
+    # EDM (Karras et al. 2022) defaults; the sampler fields (solver, nfe, num_samples and the few-NFE
+    # switches schedule / final_denoise / afs of jaxlab.diffusion.edm.SamplingOptions) set the progress
+    # grids' and launch.sample's solver.
     config.edm = ml_collections.ConfigDict(
         dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0, rho=7.0, p_mean=-1.2, p_std=1.2, c_noise_scale=1.0,
-             use_labels=fields["use_labels"], solver="heun", nfe=35, num_samples=40)
+             use_labels=fields["use_labels"], solver="heun", nfe=35, num_samples=40,
+             schedule="polynomial", final_denoise=True, afs=False)
     )
     if fields.get("qac"):
         config.qac = ml_collections.ConfigDict(_QAC)

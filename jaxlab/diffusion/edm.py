@@ -22,6 +22,25 @@ Solvers (deterministic; all a ``lax.scan`` over the grid inside the caller's ``j
 - ``dpmpp_2m``: DPM-Solver++(2M) (Lu et al. 2022) in data prediction with ``lambda = -ln sigma``;
   the first step is first order (no history) and the last step to sigma = 0 returns the
   denoised estimate (``lower_order_final``, as k-diffusion's ``sample_dpmpp_2m``): NFE = N.
+
+Few-NFE switches (``SamplingOptions``; defaults = EDM). None of them is QAC's (its solver and grid
+are unknown); they are the knobs a user tries when 3-7 NFE are all there is:
+- the grid: ``sigma_min`` / ``sigma_max`` / ``rho`` overrides of the EDM's, and ``schedule``:
+  ``"polynomial"`` (EDM Eq. 5, uniform in ``sigma^(1/rho)``) or ``"logsnr"`` (uniform in
+  ``ln sigma``, DPM-Solver's choice for small images; the ``rho -> inf`` limit of Eq. 5).
+- ``final_denoise`` (EDM's last-step rule, default True): the grid ends ``sigma_min -> 0`` and that
+  last step is the denoised estimate ``D(x, sigma_min)`` (one NFE, Euler for every solver). False:
+  every step is a solver step on ``sigma_max .. sigma_min`` and ``x`` at ``sigma_min`` is returned
+  (no extra NFE; Heun then costs 2N, an even budget).
+- ``afs`` (analytical first step, Zhou et al. 2024, "Fast ODE-based sampling for diffusion models
+  in around 5 steps"; their diff-solvers code takes the first slope as ``x / sqrt(1 + sigma^2)``):
+  the first step's denoiser call is replaced by the exact denoiser of zero-mean Gaussian data of
+  std ``sigma_data``, ``D(x, sigma) = sigma_data^2 / (sigma^2 + sigma_data^2) x`` (at sigma_max = 80
+  the slope is ``x / 80.0``, the same to 4 digits), saving one NFE. Heun with ``afs`` and without
+  ``final_denoise`` costs 2N - 1 (odd budgets; diff-solvers' Heun with AFS); with both, 2N - 2.
+
+``steps_for_nfe(solver, nfe, options)`` checks that a budget is met exactly and names the switch
+that meets it otherwise.
 """
 
 import dataclasses
@@ -31,6 +50,7 @@ import jax
 import jax.numpy as jnp
 
 SOLVERS = ("euler", "heun", "dpmpp_2m")
+SCHEDULES = ("polynomial", "logsnr")
 
 # D(x [N, ...], sigma scalar) -> denoised x_0 estimate [N, ...].
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -126,104 +146,196 @@ class EDM:
 
     # ------------------------------------------------------------ sampling
 
-    def sigmas(self, num_steps: int, dtype=jnp.float32) -> jax.Array:
-        """EDM's grid (Eq. 5): ``[num_steps + 1]`` from sigma_max down to sigma_min, then 0."""
+    def sigmas(self, num_steps: int, dtype=jnp.float32, *, schedule: str = "polynomial",
+               final_denoise: bool = True) -> jax.Array:
+        """The sampling grid of ``num_steps`` steps, decreasing.
+
+        ``final_denoise`` (EDM): ``[num_steps + 1]``, ``num_steps`` points from sigma_max down to
+        sigma_min, then 0. Without: ``[num_steps + 1]`` points from sigma_max to sigma_min (no 0).
+        ``schedule``: ``"polynomial"`` (Eq. 5: ``sigma^(1/rho)`` linear in the step index) or
+        ``"logsnr"`` (``ln sigma`` linear in the step index).
+        """
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-        i = jnp.arange(num_steps, dtype=dtype)
-        inv_rho = 1.0 / self.rho
-        lo, hi = self.sigma_min**inv_rho, self.sigma_max**inv_rho
-        frac = i / max(num_steps - 1, 1)
-        grid = (hi + frac * (lo - hi)) ** self.rho
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; allowed values: {list(SCHEDULES)}")
+        points = num_steps if final_denoise else num_steps + 1
+        i = jnp.arange(points, dtype=dtype)
+        frac = i / max(points - 1, 1)
+        if schedule == "polynomial":
+            inv_rho = 1.0 / self.rho
+            lo, hi = self.sigma_min**inv_rho, self.sigma_max**inv_rho
+            grid = (hi + frac * (lo - hi)) ** self.rho
+        else:
+            lo, hi = jnp.log(jnp.asarray(self.sigma_min, dtype)), jnp.log(jnp.asarray(self.sigma_max, dtype))
+            grid = jnp.exp(hi + frac * (lo - hi))
+        if not final_denoise:
+            return grid
         return jnp.concatenate([grid, jnp.zeros((1,), dtype)])
 
 
-def steps_for_nfe(solver: str, nfe: int) -> int:
+@dataclasses.dataclass(frozen=True)
+class SamplingOptions:
+    """Sampling-time choices of the grid and the solver variant (module docstring); defaults = EDM.
+
+    Attributes:
+      schedule: ``"polynomial"`` (EDM's rho grid) or ``"logsnr"``.
+      sigma_min / sigma_max / rho: overrides of the EDM's grid values (None: keep them). Only the
+        grid uses them; the preconditioning does not.
+      final_denoise: EDM's last step ``sigma_min -> 0`` as the denoised estimate (one NFE).
+      afs: analytical first step (one NFE fewer).
+    """
+
+    schedule: str = "polynomial"
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    rho: float | None = None
+    final_denoise: bool = True
+    afs: bool = False
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; allowed values: {list(SCHEDULES)}")
+        for name in ("final_denoise", "afs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"SamplingOptions.{name} must be a bool, got {getattr(self, name)!r}")
+
+    def grid_edm(self, edm: EDM) -> EDM:
+        """``edm`` with this grid's sigma_min / sigma_max / rho (validated by ``EDM``)."""
+        fields = {k: float(getattr(self, k)) for k in ("sigma_min", "sigma_max", "rho") if getattr(self, k) is not None}
+        return dataclasses.replace(edm, **fields) if fields else edm
+
+    def sigmas(self, edm: EDM, num_steps: int, dtype=jnp.float32) -> jax.Array:
+        return self.grid_edm(edm).sigmas(num_steps, dtype, schedule=self.schedule, final_denoise=self.final_denoise)
+
+
+EDM_DEFAULT_SAMPLING = SamplingOptions()
+
+
+def nfe_of(solver: str, num_steps: int, options: SamplingOptions = EDM_DEFAULT_SAMPLING) -> int:
+    """Denoiser evaluations of ``num_steps`` steps of ``solver`` (the final denoise counts as a step)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; allowed values: {list(SOLVERS)}")
+    if solver == "heun":
+        # final_denoise: N - 1 Heun steps (2 NFE) + the last step (1); else N Heun steps.
+        nfe = 2 * num_steps - 1 if options.final_denoise else 2 * num_steps
+    else:
+        nfe = num_steps
+    return nfe - int(options.afs)
+
+
+def steps_for_nfe(solver: str, nfe: int, options: SamplingOptions = EDM_DEFAULT_SAMPLING) -> int:
     """The number of grid steps N a solver takes for ``nfe`` denoiser evaluations (exact, or an error)."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; allowed values: {list(SOLVERS)}")
     if not isinstance(nfe, int) or isinstance(nfe, bool) or nfe < 1:
         raise ValueError(f"NFE budget must be a positive int, got {nfe!r}")
+    afs = int(options.afs)
     if solver == "heun":
-        if nfe % 2 == 0:
+        extra = 1 if options.final_denoise else 0  # 2N = nfe + afs + final_denoise
+        if (nfe + afs + extra) % 2:
+            rule = {(True, False): "2N - 1", (False, False): "2N", (True, True): "2N - 2", (False, True): "2N - 1"}[
+                (options.final_denoise, options.afs)]
+            parity = "odd" if rule.endswith("1") else "even"
             raise ValueError(
-                f"heun (EDM's 2nd order with an Euler last step) uses NFE = 2N - 1, which is odd; an NFE "
-                f"budget of {nfe} cannot be met exactly: use {nfe - 1} or {nfe + 1}, or solver='dpmpp_2m'/'euler'"
+                f"heun with final_denoise={options.final_denoise}, afs={options.afs} uses NFE = {rule}, which is "
+                f"{parity}; an NFE budget of {nfe} cannot be met exactly: use {nfe - 1} or {nfe + 1}, toggle "
+                f"final_denoise (EDM's Euler last step) or afs (analytical first step), or use "
+                f"solver='dpmpp_2m'/'euler'"
             )
-        return (nfe + 1) // 2
-    return nfe
-
-
-def nfe_of(solver: str, num_steps: int) -> int:
-    """Denoiser evaluations of ``num_steps`` steps of ``solver``."""
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; allowed values: {list(SOLVERS)}")
-    return 2 * num_steps - 1 if solver == "heun" else num_steps
+        steps = (nfe + afs + extra) // 2
+    else:
+        steps = nfe + afs
+    return steps
 
 
 def solve_ode(denoise_fn: DenoiseFn, x_start: jax.Array, sigmas: jax.Array, solver: str, *,
-              return_trajectory: bool = False):
-    """Integrates the PF-ODE from ``x_start`` at ``sigmas[0]`` down to ``sigmas[-1] = 0``.
+              return_trajectory: bool = False, final_denoise: bool = True, afs: bool = False,
+              sigma_data: float = 0.5):
+    """Integrates the PF-ODE from ``x_start`` at ``sigmas[0]`` down to ``sigmas[-1]``.
 
     Args:
       denoise_fn: ``D(x, sigma_scalar) -> x_0`` estimate, same shape as x.
       x_start: ``[N, ...]`` at noise level ``sigmas[0]`` (e.g. ``sigma_max * z``, z ~ N(0, I)).
-      sigmas: ``[K + 1]`` decreasing noise levels ending with 0 (``EDM.sigmas``); K steps.
+      sigmas: ``[K + 1]`` decreasing noise levels (``EDM.sigmas`` / ``SamplingOptions.sigmas``); K steps.
+        With ``final_denoise`` it ends with 0 and the last step is ``D(x, sigmas[-2])``.
       solver: one of ``SOLVERS``.
+      final_denoise: EDM's last-step rule (see the module docstring); must match the grid.
+      afs: the first step's denoiser call is the zero-mean Gaussian denoiser of std ``sigma_data``.
 
     Returns:
-      ``x`` at sigma = 0, ``[N, ...]``. The steps run as one ``lax.scan`` (plus the final step).
-      With ``return_trajectory``: ``(x_0, trajectory [K + 1, N, ...])``, the iterate at every
-      ``sigmas[k]`` (``trajectory[0] = x_start``, ``trajectory[K] = x_0``).
+      ``x`` at ``sigmas[-1]``, ``[N, ...]``. The steps run as one ``lax.scan`` (plus the final denoise
+      and, with ``afs``, the first step). With ``return_trajectory``: ``(x_end, trajectory [K + 1, N, ...])``,
+      the iterate at every ``sigmas[k]`` (``trajectory[0] = x_start``, ``trajectory[K] = x_end``).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; allowed values: {list(SOLVERS)}")
     if sigmas.ndim != 1 or sigmas.shape[0] < 2:
         raise ValueError(f"sigmas must be 1-D with at least 2 entries (one step), got shape {sigmas.shape}")
     sigmas = sigmas.astype(x_start.dtype)
-    pairs = (sigmas[:-2], sigmas[1:-1])  # every step but the last one, which goes to sigma = 0
+    # The solver's own steps: every step but the final denoise (to sigma = 0) when there is one.
+    solver_sigmas = sigmas[:-1] if final_denoise else sigmas
+    pairs = (solver_sigmas[:-1], solver_sigmas[1:])
+    if afs and solver_sigmas.shape[0] < 2:
+        raise ValueError("afs needs at least one solver step before the final denoise: use more steps")
+
+    def analytic_denoise(x, sigma):
+        return (sigma_data**2 / (sigma**2 + sigma_data**2)) * x
 
     if solver == "euler":
 
-        def step(x, s):
+        def step(x, s, denoise):
             s_cur, s_next = s
-            x = x + (s_next - s_cur) * (x - denoise_fn(x, s_cur)) / s_cur
-            return x, (x if return_trajectory else None)
+            return x + (s_next - s_cur) * (x - denoise(x, s_cur)) / s_cur
 
-        x, xs = jax.lax.scan(step, x_start, pairs)
+        init, get_x = x_start, lambda c: c
     elif solver == "heun":
 
-        def step(x, s):
+        def step(x, s, denoise):
             s_cur, s_next = s
-            d_cur = (x - denoise_fn(x, s_cur)) / s_cur
+            d_cur = (x - denoise(x, s_cur)) / s_cur
             x_euler = x + (s_next - s_cur) * d_cur
             d_next = (x_euler - denoise_fn(x_euler, s_next)) / s_next
-            x = x + (s_next - s_cur) * 0.5 * (d_cur + d_next)
-            return x, (x if return_trajectory else None)
+            return x + (s_next - s_cur) * 0.5 * (d_cur + d_next)
 
-        x, xs = jax.lax.scan(step, x_start, pairs)
+        init, get_x = x_start, lambda c: c
     else:  # dpmpp_2m
 
-        def step(carry, s):
+        def step(carry, s, denoise):
             x, d_prev, h_prev, first = carry
             s_cur, s_next = s
-            denoised = denoise_fn(x, s_cur)
+            denoised = denoise(x, s_cur)
             h = jnp.log(s_cur) - jnp.log(s_next)  # lambda_next - lambda_cur, lambda = -ln sigma
             r = h_prev / h
             d_2nd = (1.0 + 1.0 / (2.0 * r)) * denoised - (1.0 / (2.0 * r)) * d_prev
             d_hat = jnp.where(first, denoised, d_2nd)
             ratio = s_next / s_cur  # = exp(-h)
             x = ratio * x + (1.0 - ratio) * d_hat
-            return (x, denoised, h, jnp.zeros((), bool)), (x if return_trajectory else None)
+            return x, denoised, h, jnp.zeros((), bool)
 
         one = jnp.ones((), x_start.dtype)
-        init = (x_start, jnp.zeros_like(x_start), one, jnp.ones((), bool))
-        (x, _, _, _), xs = jax.lax.scan(step, init, pairs)
-    # Last step, sigmas[-2] -> 0: Euler (= the denoised estimate) for all three solvers.
-    x0 = denoise_fn(x, sigmas[-2])
+        init, get_x = (x_start, jnp.zeros_like(x_start), one, jnp.ones((), bool)), lambda c: c[0]
+
+    carry, first_xs = init, []
+    if afs:  # the first step outside the scan, with the analytic denoiser
+        carry = step(carry, (pairs[0][0], pairs[1][0]), analytic_denoise)
+        first_xs = [get_x(carry)[None]]
+        pairs = (pairs[0][1:], pairs[1][1:])
+
+    def scan_step(c, s):
+        c = step(c, s, denoise_fn)
+        return c, (get_x(c) if return_trajectory else None)
+
+    carry, xs = jax.lax.scan(scan_step, carry, pairs)
+    x = get_x(carry)
+    if final_denoise:  # last step, sigmas[-2] -> 0: Euler (= the denoised estimate) for all three solvers
+        x = denoise_fn(x, sigmas[-2])
+        last = [x[None]]
+    else:
+        last = []
     if not return_trajectory:
-        return x0
-    return x0, jnp.concatenate([x_start[None], xs, x0[None]], axis=0)
+        return x
+    return x, jnp.concatenate([x_start[None], *first_xs, xs, *last], axis=0)
 
 
 def trajectory_curvature(denoise_fn: DenoiseFn, trajectory: jax.Array, sigmas: jax.Array) -> jax.Array:
@@ -263,6 +375,7 @@ def make_edm_sampler(
     *,
     solver: str = "heun",
     nfe: int = 35,
+    options: SamplingOptions = EDM_DEFAULT_SAMPLING,
 ) -> Callable[..., jax.Array]:
     """A jitted ``sample(params, z [N, H, W, C], y, *extra) -> x_0`` at exactly ``nfe`` backbone calls.
 
@@ -270,17 +383,19 @@ def make_edm_sampler(
     ``lambda p, x, t, y: module.apply({"params": p}, x, t, y)``; ``extra`` are further per-call
     arrays passed through unchanged (QAC's codes). ``z`` is standard normal noise (scaled by
     ``sigma_max`` here). Compiles once per (shape, dtype, y structure): params, noise and labels
-    are arguments, the grid is a constant of the solver configuration.
+    are arguments, the grid is a constant of the solver configuration. ``options``: the few-NFE
+    grid and solver switches (``SamplingOptions``; default EDM's).
     """
-    num_steps = steps_for_nfe(solver, nfe)
+    num_steps = steps_for_nfe(solver, nfe, options)
 
     @jax.jit
     def sample(params, z, y=None, *extra):
-        sigmas = edm.sigmas(num_steps, jnp.float32)
+        sigmas = options.sigmas(edm, num_steps, jnp.float32)
 
         def denoise_fn(x, sigma):
             return edm.denoise(lambda xi, t, yi: apply_fn(params, xi, t, yi, *extra), x, sigma, y)
 
-        return solve_ode(denoise_fn, z.astype(jnp.float32) * sigmas[0], sigmas, solver)
+        return solve_ode(denoise_fn, z.astype(jnp.float32) * sigmas[0], sigmas, solver,
+                         final_denoise=options.final_denoise, afs=options.afs, sigma_data=edm.sigma_data)
 
     return sample

@@ -8,6 +8,10 @@
   (what the code priors are fitted to).
 - ``RunSampler``: ``sample(z, key)`` for fixed noises ``z``: the baseline ignores ``key``; QAC
   draws one code per noise from its prior with ``key``, then solves the ODE with those codes.
+  ``options`` (``jaxlab.diffusion.edm.SamplingOptions``) holds the few-NFE switches: the grid's
+  ``schedule`` / ``sigma_min`` / ``sigma_max`` / ``rho``, EDM's ``final_denoise`` last step, and
+  ``afs`` (analytical first step); None (default) takes the task's (``config.edm``: EDM's sampler
+  unless the config sets them).
 - ``sdedit``: SDEdit-style editing (noise an image to ``sigma_start``, solve back), QAC with the
   encoded code of a guide image.
 
@@ -22,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxlab.diffusion.edm import make_edm_sampler
+from jaxlab.diffusion.edm import SamplingOptions, make_edm_sampler
 from jaxlab.diffusion.edm_task import EDMTask
 from jaxlab.diffusion.qac import check_params
 from jaxlab.diffusion.qac_prior import fit_prior
@@ -75,16 +79,22 @@ class RunSampler:
     solver: str
     nfe: int
     prior: object = None
+    options: SamplingOptions | None = None
 
     def __post_init__(self):
+        if self.options is None:
+            self.options = self.task.sampling
         if isinstance(self.task, QACTask):
             if self.prior is None:
                 raise ValueError("a QAC run samples with codes from a prior: pass prior=fit_prior(...)")
-            self._fn = make_edm_sampler(self.task.edm, self.task.raw_apply, solver=self.solver, nfe=self.nfe)
+            apply_fn = self.task.raw_apply
         else:
             module = self.task.module
-            self._fn = make_edm_sampler(self.task.edm, lambda p, x, t, y: module.apply({"params": p}, x, t, y),
-                                        solver=self.solver, nfe=self.nfe)
+
+            def apply_fn(p, x, t, y):
+                return module.apply({"params": p}, x, t, y)
+
+        self._fn = make_edm_sampler(self.task.edm, apply_fn, solver=self.solver, nfe=self.nfe, options=self.options)
 
     def codes(self, key: jax.Array, n: int) -> jax.Array | None:
         if self.prior is None:

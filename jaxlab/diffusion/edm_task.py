@@ -11,20 +11,22 @@ input; without (EDM's unconditional benchmarks, the QAC baseline) every example 
 a ``num_classes = 1`` backbone, i.e. a constant learned embedding.
 
 Batches: ``{"image": [B, H, W, C] float32 in [-1, 1], "label": [B] int32}``.
-Config section ``config.edm``: the ``EDM`` fields plus ``use_labels`` and the progress-grid
-sampler (``solver``, ``nfe``, ``num_samples``).
+Config section ``config.edm``: the ``EDM`` fields plus ``use_labels``, the sampler (``solver``,
+``nfe``, ``num_samples``) and its few-NFE switches (``schedule``, ``final_denoise``, ``afs``: see
+``jaxlab.diffusion.edm.SamplingOptions``; the grid's ``sigma_min`` / ``sigma_max`` / ``rho`` are EDM
+fields), used by the progress grids and by ``jaxlab.diffusion.edm_sampling.RunSampler``.
 """
 
 import jax
 import jax.numpy as jnp
 
 from jaxlab.config_utils import to_dict
-from jaxlab.diffusion.edm import EDM, make_edm_sampler, steps_for_nfe
+from jaxlab.diffusion.edm import EDM, SamplingOptions, make_edm_sampler, steps_for_nfe
 from jaxlab.diffusion.task import check_dataset_labels
 from jaxlab.models.registry import get_family
 
 EDM_FIELDS = ("sigma_data", "sigma_min", "sigma_max", "rho", "p_mean", "p_std", "c_noise_scale")
-TASK_FIELDS = ("use_labels", "solver", "nfe", "num_samples")
+TASK_FIELDS = ("use_labels", "solver", "nfe", "num_samples", "schedule", "final_denoise", "afs")
 
 
 def parse_edm_section(section: dict) -> tuple[EDM, dict]:
@@ -36,11 +38,17 @@ def parse_edm_section(section: dict) -> tuple[EDM, dict]:
     return edm, {k: section[k] for k in TASK_FIELDS if k in section}
 
 
+def sampling_options(schedule: str = "polynomial", final_denoise: bool = True, afs: bool = False) -> SamplingOptions:
+    """``config.edm``'s few-NFE switches as ``SamplingOptions`` (the grid values stay in the EDM)."""
+    return SamplingOptions(schedule=schedule, final_denoise=final_denoise, afs=afs)
+
+
 class EDMTask:
     """``init_params`` / ``loss_fn`` for EDM training, plus an ODE sampler for progress grids."""
 
     def __init__(self, family: str, model_config, edm: EDM, *, use_labels: bool = False, solver: str = "heun",
-                 nfe: int = 35, num_samples: int = 16):
+                 nfe: int = 35, num_samples: int = 16, schedule: str = "polynomial", final_denoise: bool = True,
+                 afs: bool = False):
         if getattr(model_config, "learn_sigma", False):
             raise ValueError(
                 "EDM needs a backbone with one output per input channel: set config.model.learn_sigma=False"
@@ -48,7 +56,8 @@ class EDMTask:
         if not use_labels and model_config.num_classes != 1:
             raise ValueError(f"an unconditional EDM model (config.edm.use_labels=False) takes label 0 of a 1-class "
                              f"backbone: set config.model.num_classes=1, got {model_config.num_classes}")
-        steps_for_nfe(solver, nfe)  # a bad solver or NFE budget fails here, before training
+        self.sampling = sampling_options(schedule, final_denoise, afs)
+        steps_for_nfe(solver, nfe, self.sampling)  # a bad solver or NFE budget fails here, before training
         if num_samples < 1:
             raise ValueError(f"config.edm.num_samples={num_samples} must be >= 1")
         self.family, self.model_config, self.edm = family, model_config, edm
@@ -103,6 +112,7 @@ class EDMTask:
         cfg = self.model_config
         sampler = make_edm_sampler(
             self.edm, lambda p, x, t, y: self.module.apply({"params": p}, x, t, y), solver=self.solver, nfe=self.nfe,
+            options=self.sampling,
         )
         z = jax.random.normal(rng, (self.num_samples, cfg.input_size, cfg.input_size, cfg.in_channels), jnp.float32)
         n_labels = cfg.num_classes if self.use_labels else 1

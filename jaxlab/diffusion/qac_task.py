@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from jaxlab.config_utils import to_dict
 from jaxlab.diffusion.edm import EDM, make_edm_sampler, steps_for_nfe
-from jaxlab.diffusion.edm_task import parse_edm_section
+from jaxlab.diffusion.edm_task import parse_edm_section, sampling_options
 from jaxlab.diffusion.qac import QACModel, code_spec_from_section
 from jaxlab.models.registry import get_family
 
@@ -45,7 +45,8 @@ class QACTask:
     """``init_params`` / ``loss_fn`` for joint encoder + denoiser training, and a progress-grid sampler."""
 
     def __init__(self, family: str, model_config, edm: EDM, qac: dict, *, solver: str = "heun", nfe: int = 35,
-                 num_samples: int = 16, use_labels: bool = False):
+                 num_samples: int = 16, use_labels: bool = False, schedule: str = "polynomial",
+                 final_denoise: bool = True, afs: bool = False):
         if use_labels:
             raise ValueError("QAC is built for unconditional generation here: set config.edm.use_labels=False")
         if getattr(model_config, "learn_sigma", False):
@@ -54,7 +55,8 @@ class QACTask:
             raise ValueError(f"QAC's backbone takes label 0 of a 1-class backbone: set config.model.num_classes=1, "
                              f"got {model_config.num_classes}")
         check_qac_section(qac)
-        steps_for_nfe(solver, nfe)
+        self.sampling = sampling_options(schedule, final_denoise, afs)
+        steps_for_nfe(solver, nfe, self.sampling)
         if num_samples < 1:
             raise ValueError(f"config.edm.num_samples={num_samples} must be >= 1")
         self.family, self.model_config, self.edm, self.qac = family, model_config, edm, dict(qac)
@@ -99,7 +101,8 @@ class QACTask:
         self.spec.check_code(code)
         key = (solver or self.solver, nfe or self.nfe)
         if key not in self._samplers:  # one jit per solver configuration
-            self._samplers[key] = make_edm_sampler(self.edm, self.raw_apply, solver=key[0], nfe=key[1])
+            self._samplers[key] = make_edm_sampler(self.edm, self.raw_apply, solver=key[0], nfe=key[1],
+                                                   options=self.sampling)
         sampler = self._samplers[key]
         return sampler(params, z, jnp.zeros((z.shape[0],), jnp.int32), code)
 

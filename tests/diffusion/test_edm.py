@@ -13,6 +13,7 @@ import pytest
 from jaxlab.diffusion.edm import (
     EDM,
     SOLVERS,
+    SamplingOptions,
     make_edm_sampler,
     nfe_of,
     solve_ode,
@@ -225,3 +226,85 @@ def test_heun_at_3_nfe_blows_up_on_edms_grid_as_algorithm_1_predicts():
     x1 = x + (s1 - s0) * 0.5 * (d0 + d1)
     np.testing.assert_allclose(got, gaussian_denoiser(x1, s1), rtol=1e-10)
     assert 30.0 < np.std(got) < 50.0  # about sigma_max / 2 = 40, against the data's s = 0.5
+
+
+def test_few_nfe_grid_switches():
+    """SamplingOptions: the logsnr schedule, the grid overrides and the grid without the final 0."""
+    edm = EDM()
+    log_grid = np.asarray(SamplingOptions(schedule="logsnr", sigma_min=0.1).sigmas(edm, 4))
+    assert log_grid.shape == (5,) and log_grid[-1] == 0.0
+    np.testing.assert_allclose(log_grid[[0, -2]], [80.0, 0.1], rtol=1e-5)
+    np.testing.assert_allclose(np.diff(np.log(log_grid[:-1]), 2), 0.0, atol=1e-5)  # uniform in ln sigma
+    open_grid = np.asarray(SamplingOptions(final_denoise=False, rho=3.0, sigma_max=20.0).sigmas(edm, 4))
+    assert open_grid.shape == (5,) and np.all(open_grid > 0)
+    np.testing.assert_allclose(open_grid[[0, -1]], [20.0, 0.002], rtol=1e-5)
+    np.testing.assert_allclose(np.diff(open_grid ** (1 / 3.0), 2), 0.0, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        SamplingOptions(schedule="cosine")
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        SamplingOptions(sigma_min=100.0).grid_edm(edm)
+
+
+@pytest.mark.parametrize("solver,nfe,final_denoise,afs,steps", [
+    ("heun", 3, True, False, 2), ("heun", 4, False, False, 2), ("heun", 3, False, True, 2),
+    ("heun", 4, True, True, 3), ("euler", 3, True, True, 4), ("dpmpp_2m", 3, False, True, 4),
+])
+def test_switches_meet_the_nfe_budget_exactly(solver, nfe, final_denoise, afs, steps):
+    options = SamplingOptions(final_denoise=final_denoise, afs=afs)
+    assert steps_for_nfe(solver, nfe, options) == steps and nfe_of(solver, steps, options) == nfe
+    calls = []
+
+    def counting_denoiser(x, sigma):
+        jax.debug.callback(lambda: calls.append(1))
+        return gaussian_denoiser(x, sigma)
+
+    sigmas = options.sigmas(EDM(), steps)
+    out = jax.jit(lambda x: solve_ode(counting_denoiser, x, sigmas, solver, final_denoise=final_denoise,
+                                      afs=afs))(jnp.ones((2, 3)) * 80.0)
+    jax.effects_barrier()
+    assert len(calls) == nfe and np.isfinite(np.asarray(out)).all()
+
+
+def test_nfe_budget_errors_name_the_switches():
+    with pytest.raises(ValueError, match="final_denoise=True, afs=False uses NFE = 2N - 1.*toggle final_denoise"):
+        steps_for_nfe("heun", 6)
+    with pytest.raises(ValueError, match="NFE = 2N, which is even"):
+        steps_for_nfe("heun", 5, SamplingOptions(final_denoise=False))
+    assert steps_for_nfe("heun", 5, SamplingOptions(final_denoise=False, afs=True)) == 3
+    with pytest.raises(ValueError, match="afs needs at least one solver step"):
+        solve_ode(gaussian_denoiser, jnp.ones(3), EDM().sigmas(1), "euler", afs=True)
+
+
+def test_afs_is_exact_for_zero_mean_gaussian_data_and_only_there():
+    """AFS replaces the first denoiser call by the zero-mean N(0, sigma_data^2) denoiser: on such data
+    the result equals the solve without AFS (one NFE more); on data with a mean it differs."""
+    sd = 0.5
+    x = 80.0 * jax.random.normal(jax.random.PRNGKey(3), (64,), jnp.float32)
+    centred = lambda y, sigma: sd**2 / (sd**2 + sigma**2) * y  # noqa: E731
+    for solver in SOLVERS:
+        options = SamplingOptions(afs=True, final_denoise=False)
+        sigmas = options.sigmas(EDM(sigma_data=sd), 3)
+        with_afs = solve_ode(centred, x, sigmas, solver, afs=True, final_denoise=False, sigma_data=sd)
+        without = solve_ode(centred, x, sigmas, solver, afs=False, final_denoise=False)
+        np.testing.assert_allclose(with_afs, without, rtol=1e-5, atol=1e-5)
+        shifted = solve_ode(gaussian_denoiser, x, sigmas, solver, afs=True, final_denoise=False, sigma_data=sd)
+        exact_start = solve_ode(gaussian_denoiser, x, sigmas, solver, afs=False, final_denoise=False)
+        assert np.abs(np.asarray(shifted) - np.asarray(exact_start)).max() > 1e-3
+        _, traj = solve_ode(centred, x, sigmas, solver, afs=True, final_denoise=False, sigma_data=sd,
+                            return_trajectory=True)
+        assert traj.shape == (4, 64)
+
+
+def test_few_nfe_switches_remove_heuns_3_nfe_blow_up():
+    """EDM's grid at 3 NFE keeps ~half the sigma_max noise (sample std ~40 against s = 0.5, test above).
+    A larger sigma_min (the trapezoid ends where the slope is informative) or AFS without the final
+    denoise (two Heun steps, the first one's predictor free) bring it down by more than 10x."""
+    x = 80.0 * jax.random.normal(jax.random.PRNGKey(5), (4096,), jnp.float32)
+    edm = EDM()
+    stds = {}
+    for name, options in [("edm", SamplingOptions()), ("sigma_min", SamplingOptions(sigma_min=1.0)),
+                          ("afs", SamplingOptions(afs=True, final_denoise=False))]:
+        sigmas = options.sigmas(edm, steps_for_nfe("heun", 3, options))
+        out = solve_ode(gaussian_denoiser, x, sigmas, "heun", afs=options.afs, final_denoise=options.final_denoise)
+        stds[name] = float(np.std(out))
+    assert stds["edm"] > 30.0 and stds["sigma_min"] < 2.5 and stds["afs"] < 2.5, stds

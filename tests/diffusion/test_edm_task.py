@@ -43,3 +43,14 @@ def test_bad_configs_fail_before_training():
     config.edm.foo = 1
     with pytest.raises(ValueError, match="unknown key"):
         EDMTask.from_config(config)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        EDMTask.from_config(small_config(schedule="cosine"))
+    with pytest.raises(ValueError, match="NFE = 2N, which is even"):
+        EDMTask.from_config(small_config(final_denoise=False))  # Heun at 3 NFE needs afs without it
+
+
+def test_config_edm_few_nfe_switches_reach_the_sampler():
+    task = EDMTask.from_config(small_config(nfe=4, final_denoise=False, sigma_min=0.1, schedule="logsnr"))
+    assert (task.sampling.final_denoise, task.sampling.afs, task.sampling.schedule) == (False, False, "logsnr")
+    assert task.edm.sigma_min == 0.1
+    assert EDMTask.from_config(small_config(nfe=3, final_denoise=False, afs=True)).sampling.afs

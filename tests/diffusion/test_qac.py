@@ -10,6 +10,7 @@ import pytest
 
 from configs.qac import get_config
 from jaxlab.diffusion import edm_sampling
+from jaxlab.diffusion.edm import SamplingOptions
 from jaxlab.diffusion.qac import CodeSpec, ConditionEncoder, QACModel, check_params
 from jaxlab.diffusion.qac_prior import EmpiricalPrior, fit_prior
 from jaxlab.diffusion.qac_task import QACTask, distinct_fraction
@@ -193,6 +194,12 @@ def test_sampling_a_trained_qac_run_through_the_shared_loop(tmp_path):
         sampler.sample(z, jax.random.PRNGKey(1), codes=jnp.ones((5, 3, 4)))
     with pytest.raises(ValueError, match="5 noises"):
         sampler.sample(z, jax.random.PRNGKey(1), codes=jnp.ones((4, 2, 4)))
+    # The few-NFE switches reach the sampler: Heun at 3 NFE with AFS and no final denoise is another solve.
+    codes = sampler.codes(jax.random.PRNGKey(1), 5)
+    edm_heun = edm_sampling.RunSampler(task, params, "heun", 3, sampler.prior).sample(z, None, codes)
+    afs_heun = edm_sampling.RunSampler(task, params, "heun", 3, sampler.prior,
+                                       SamplingOptions(afs=True, final_denoise=False)).sample(z, None, codes)
+    assert bool(jnp.all(jnp.isfinite(afs_heun))) and float(jnp.abs(afs_heun - edm_heun).max()) > 1e-3
     # SDEdit with the source's own code: at a tiny start noise the edit keeps the image.
     x_src = _images(5)
     own = task.model.encode(params, x_src)
@@ -209,6 +216,34 @@ def test_sampling_a_trained_qac_run_through_the_shared_loop(tmp_path):
     baseline.model.update(saved.model.to_dict())
     with pytest.raises(ValueError, match="holds a QAC run"):
         edm_sampling.load_run(baseline, str(tmp_path))
+
+
+@pytest.mark.slow  # the shared loop's exact resume is tested by default in tests/train/test_resume.py
+def test_joint_training_resumes_bit_identically(tmp_path):
+    """Stopping a QAC run and resuming it gives the same encoder, denoiser, EMA, optimizer state and
+    per-step losses/code statistics as training straight through."""
+    import json
+
+    from jaxlab.train.loop import train
+    from tests.train.helpers import assert_trees_equal
+
+    config = small_config()
+    config.training.num_steps = 4
+    config.checkpoint.every_steps = 2
+    straight = train(config, str(tmp_path / "straight"))
+    first = train(config, str(tmp_path / "resumed"), stop_at_step=2)
+    assert first.stopped and first.step == 2
+    second = train(config, str(tmp_path / "resumed"))
+    assert straight.step == second.step == 4
+    assert_trees_equal(straight.state, second.state)
+    assert "encoder" in straight.state.params
+
+    def rows(name):
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["loss"], r["code_distinct"]) for r in map(json.loads, lines) if "loss" in r]
+
+    # Steps 1-2 are not re-run after the resume: four rows each, equal bit for bit.
+    assert rows("straight") == rows("resumed") and [r[0] for r in rows("straight")] == [1, 2, 3, 4]
 
 
 def test_bad_qac_configs_fail_before_training():
