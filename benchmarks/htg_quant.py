@@ -265,14 +265,16 @@ def mean_std(values, fmt):
     return f"{format(v.mean(), fmt)} ± {format(v.std(ddof=1), fmt)}"
 
 
-def fid_cells(row, float_runs):
-    """FID, paired FID difference to the float model of the same seed, precision, recall, RMSE."""
+def fid_cells(row, float_runs, num_seeds=None):
+    """FID, paired FID difference to the float model of the same seed, precision, recall, RMSE
+    (the FID cell says ``(n=k)`` when only k of the ``num_seeds`` seeds finished)."""
     runs = row.get("fid_runs", [])
     if not runs:
         return "- | - | - | - | -"
+    partial = f" (n={len(runs)})" if num_seeds and len(runs) < num_seeds else ""
     base = {r["seed"]: r["digits_fid"] for r in float_runs}
     delta = [r["digits_fid"] - base[r["seed"]] for r in runs if r["seed"] in base]
-    cells = [mean_std([r["digits_fid"] for r in runs], ".2f"), mean_std(delta, "+.2f") if delta else "-",
+    cells = [mean_std([r["digits_fid"] for r in runs], ".2f") + partial, mean_std(delta, "+.2f") if delta else "-",
              mean_std([r["digits_precision"] for r in runs], ".3f"), mean_std([r["digits_recall"] for r in runs], ".3f"),
              mean_std([r["rmse_vs_float"] for r in runs], ".4f") if "rmse_vs_float" in runs[0] else "0"]
     return " | ".join(cells)
@@ -302,7 +304,7 @@ def print_tables(results):
             if name.startswith(f"W{bits}A8") and "errors" in row:
                 e = row["errors"]
                 print(f"| {name[5:]} | " + " | ".join(f"{e[k]['both']:.2e}" for k in LAYERS)
-                      + f" | {fid_cells(row, f.get('fid_runs', []))} | {row['bytes'] / 1e6:.2f} |")
+                      + f" | {fid_cells(row, f.get('fid_runs', []), len(setup.get('seeds', [])))} | {row['bytes'] / 1e6:.2f} |")
     t = results.get("timing")
     if t:
         print("\n| execution | one batch, median s |")

@@ -73,7 +73,8 @@ def test_unfused_smoothing_is_exact(converted):
 @pytest.mark.slow
 def test_calibrated_w8a8_udit_within_bound(converted):
     """End to end through ``quantize_dit`` (calibration on U-DiT's block paths): W8A8 HTG moves
-    the output by < 10% of its max (measured 2.6%). Slow (~3 min under load): the default test
+    the output by < 10% of its max (measured 8.0%; integer 7.1%: 60 linears with random weights).
+    Slow (~3 min under load): the default test
     above covers the same tables and runtime."""
     module, params, diffusion = converted
     qmodel, stats = quantize_dit(module, params, diffusion, SPEC, method_config("htg", num_groups=2))
