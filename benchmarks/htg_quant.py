@@ -119,11 +119,12 @@ def main():
                          "set with key 1234 + i (the float model too), so mean +- std covers both sources")
     ap.add_argument("--bits", default="8,4", help="comma-separated weight bit widths (activations: 8)")
     ap.add_argument("--recipes", default="", help="comma-separated recipe names to run (default: all)")
-    ap.add_argument("--print_json", default=None, help="only print the tables of an existing results JSON")
+    ap.add_argument("--print_json", default=None,
+                    help="only print the tables of existing results JSONs (comma-separated runs of the same setup "
+                         "with other --seeds are merged)")
     args = ap.parse_args()
     if args.print_json:
-        with open(args.print_json) as f:
-            print_tables(json.load(f))
+        print_tables(merge_results(args.print_json.split(",")))
         return
     if not args.checkpoint:
         raise SystemExit("--checkpoint is required (a digits DiT training workdir or saved model)")
@@ -257,12 +258,33 @@ def main():
     print_tables(results)
 
 
+def merge_results(paths):
+    """One results dict from runs of the same setup with different seeds (errors/sizes: the first run's)."""
+    merged = None
+    for path in paths:
+        with open(path) as f:
+            res = json.load(f)
+        if merged is None:
+            merged = res
+            continue
+        keys = ("checkpoint", "step", "sampler", "cfg_scale", "calibration_samples", "num_fid_samples")
+        if any(merged["setup"].get(k) != res["setup"].get(k) for k in keys):
+            raise SystemExit(f"{path}: another setup than {paths[0]} ({[k for k in keys if merged['setup'].get(k) != res['setup'].get(k)]})")
+        merged["setup"]["seeds"] = merged["setup"]["seeds"] + res["setup"]["seeds"]
+        for name, row in res.items():
+            if isinstance(row, dict) and "fid_runs" in row:
+                merged.setdefault(name, row)
+                if merged[name] is not row:
+                    merged[name]["fid_runs"] += row["fid_runs"]
+    return merged
+
+
 def mean_std(values, fmt):
     """``"m +- sd (n)"`` (sample std, ddof=1) or the single value."""
     v = np.asarray(values, np.float64)
     if v.size == 1:
         return format(v[0], fmt)
-    return f"{format(v.mean(), fmt)} ± {format(v.std(ddof=1), fmt)}"
+    return f"{format(v.mean(), fmt)} ± {format(v.std(ddof=1), fmt.lstrip('+'))}"
 
 
 def fid_cells(row, float_runs, num_seeds=None):
