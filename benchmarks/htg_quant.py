@@ -304,8 +304,11 @@ def fid_cells(row, float_runs, num_seeds=None):
 
 def print_tables(results):
     setup = results.get("setup", {})
+    float_runs = results["float"].get("fid_runs", [])
+    seeds = sorted({r["seed"] for r in float_runs}) if float_runs else setup.get("seeds", [])  # the finished ones
+    setup = {**setup, "seeds": seeds}
     print(f"\n{setup.get('sampler')}, guidance {setup.get('cfg_scale')}, {setup.get('num_fid_samples')} FID samples, "
-          f"seeds {setup.get('seeds')} (mean ± sample std over seeds; ΔFID = FID - float FID of the same seed)")
+          f"seeds {seeds} (mean ± sample std over seeds; ΔFID = FID - float FID of the same seed)")
     print("\n| recipe | qkv | proj | fc1 | fc2 | act-only rel. err (W float, A8) |")
     print("|---|---|---|---|---|---|")
     for name, row in results.items():
