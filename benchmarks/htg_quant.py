@@ -74,6 +74,10 @@ def layer_errors(module, params, qmodel, inputs, y, cfg_scale):
 step_timesteps_cache = {}
 
 
+def quantize_apply_fn(module, qmodel):
+    return quantized_apply(module, qmodel.meta, "fake")
+
+
 def model_bytes(params, qmodel=None, weight_bits=8):
     """Bytes stored: float32 params, with tabled layers replaced by their tables (int4 packed)."""
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -98,7 +102,7 @@ def model_bytes(params, qmodel=None, weight_bits=8):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint", default=None, help="digits DiT training workdir or saved model (required)")
     ap.add_argument("--variant", default="digits")
     ap.add_argument("--calibration_samples", type=int, default=32)
     ap.add_argument("--probe_samples", type=int, default=8)
@@ -107,7 +111,23 @@ def main():
     ap.add_argument("--timing_rounds", type=int, default=3)
     ap.add_argument("--json", default=None, help="results JSON (must not exist; rewritten after every row)")
     ap.add_argument("--skip_recipes", action="store_true", help="only the size/timing section")
+    ap.add_argument("--step", type=int, default=None, help="checkpoint step of a training workdir (default: latest)")
+    ap.add_argument("--sampler", default=None, help="ddim | ddpm (default: the variant's config.sample.sampler)")
+    ap.add_argument("--num_steps", type=int, default=None, help="sampler steps (default: config.sample.num_steps)")
+    ap.add_argument("--seeds", default="0",
+                    help="comma-separated seeds; seed i calibrates with CalibrationSpec(seed=i) and samples the FID "
+                         "set with key 1234 + i (the float model too), so mean +- std covers both sources")
+    ap.add_argument("--bits", default="8,4", help="comma-separated weight bit widths (activations: 8)")
+    ap.add_argument("--recipes", default="", help="comma-separated recipe names to run (default: all)")
+    ap.add_argument("--print_json", default=None,
+                    help="only print the tables of existing results JSONs (comma-separated runs of the same setup "
+                         "with other --seeds are merged)")
     args = ap.parse_args()
+    if args.print_json:
+        print_tables(merge_results(args.print_json.split(",")))
+        return
+    if not args.checkpoint:
+        raise SystemExit("--checkpoint is required (a digits DiT training workdir or saved model)")
     if args.json and os.path.exists(args.json):
         raise SystemExit(f"{args.json} exists; choose a new --json path")
 
@@ -118,15 +138,20 @@ def main():
 
     config = get_config(args.variant)
     s = config.sample
-    module, params = load_model(args.checkpoint)
+    if args.sampler:
+        s.sampler = args.sampler
+    if args.num_steps:
+        s.num_steps = args.num_steps
+    seeds = [int(v) for v in args.seeds.split(",")]
+    module, params = load_model(args.checkpoint, step=args.step)
     diffusion = sampling_diffusion(s.sampler, s.num_steps, module.config.learn_sigma, **to_dict(config.diffusion))
     step_timesteps_cache["t"] = step_timesteps(diffusion)
     k = s.num_steps
-    spec = CalibrationSpec(num_samples=args.calibration_samples, sampler=s.sampler, num_steps=k, cfg_scale=s.cfg_scale,
-                           eta=s.eta, clip_denoised=s.clip_denoised, seed=0)
-    t0 = time.perf_counter()
-    stats = calibrate(module, params, diffusion, spec)
-    print(f"calibration: {args.calibration_samples} trajectories, {time.perf_counter() - t0:.1f}s", flush=True)
+
+    def spec_for(seed):
+        return CalibrationSpec(num_samples=args.calibration_samples, sampler=s.sampler, num_steps=k,
+                               cfg_scale=s.cfg_scale, eta=s.eta, clip_denoised=s.clip_denoised, seed=seed)
+
     probe_spec = CalibrationSpec(num_samples=args.probe_samples, sampler=s.sampler, num_steps=k, cfg_scale=s.cfg_scale,
                                  eta=s.eta, clip_denoised=s.clip_denoised, seed=1)
     labels = jnp.asarray(np.arange(args.probe_samples) % module.config.num_classes, jnp.int32)
@@ -143,6 +168,12 @@ def main():
         "htg G=1": ("htg", dict(num_groups=1)),
         f"htg G=T={k}": ("htg", dict(num_groups=k)),
     }
+    if args.recipes:
+        wanted = [r.strip() for r in args.recipes.split(",")]
+        unknown = [r for r in wanted if r not in recipes]
+        if unknown:
+            raise SystemExit(f"unknown --recipes {unknown}; allowed: {list(recipes)}")
+        recipes = {name: recipes[name] for name in wanted}
     fid_recipes = {
         "all": ["minmax", "smoothquant", "ptq4dit-lite", "+ scaling (= HTG)", "htg G=1", f"htg G=T={k}",
                 "no smoothing (per-group ranges)", "+ grouping (shift per group)"],
@@ -151,40 +182,60 @@ def main():
     }[args.fid]
     features = DigitsFeatures()
     fid_labels = jnp.asarray(np.arange(args.num_fid_samples) % module.config.num_classes, jnp.int32)
-    fid_key = jax.random.key(1234)
 
-    def fid_of(apply_fn, sample_params):
+    def fid_of(apply_fn, sample_params, seed):
         sample = make_class_sampler(module, diffusion, sampler=s.sampler, cfg_scale=s.cfg_scale, eta=s.eta,
                                     clip_denoised=s.clip_denoised, apply_fn=apply_fn)
-        x = np.asarray(sample(sample_params, fid_labels, fid_key))
+        x = np.asarray(sample(sample_params, fid_labels, jax.random.key(1234 + seed)))
         if not np.isfinite(x).all():
             raise FloatingPointError("non-finite samples")
         r = evaluate_digits(x, features=features)
         out = {key: r[key] for key in ("digits_fid", "digits_precision", "digits_recall")}
-        if "float" in float_samples:  # same noise and labels: how far each sample moved from the float model's
-            out["rmse_vs_float"] = float(np.sqrt(((x - float_samples["float"]) ** 2).mean()))
+        out["seed"] = seed
+        if seed in float_samples:  # same noise and labels: how far each sample moved from the float model's
+            out["rmse_vs_float"] = float(np.sqrt(((x - float_samples[seed]) ** 2).mean()))
         else:
-            float_samples["float"] = x
+            float_samples[seed] = x
         return out
 
     float_samples = {}
+    results = {"float": {"bytes": model_bytes(params), "fid_runs": []}}
+    results["setup"] = dict(checkpoint=args.checkpoint, step=args.step, sampler=f"{s.sampler}-{k}",
+                            cfg_scale=s.cfg_scale, calibration_samples=args.calibration_samples,
+                            probe_samples=args.probe_samples, num_fid_samples=args.num_fid_samples, seeds=seeds,
+                            batch_for_timing=s.batch_size, backend=jax.default_backend())
+    spec = spec_for(seeds[0])
+    stats = None
+    for seed in seeds:  # seed-major: a run stopped early still holds complete seeds
+        t0 = time.perf_counter()
+        seed_stats = calibrate(module, params, diffusion, spec_for(seed))
+        stats = seed_stats if stats is None else stats
+        print(f"seed {seed} calibration: {args.calibration_samples} trajectories of {s.sampler}-{k}, "
+              f"{time.perf_counter() - t0:.1f}s", flush=True)
+        if fid_recipes:
+            t0 = time.perf_counter()
+            results["float"]["fid_runs"].append(fid_of(None, params, seed))
+            print(f"seed {seed} float", results["float"]["fid_runs"][-1], f"{time.perf_counter() - t0:.1f}s", flush=True)
+        for bits in [int(b) for b in args.bits.split(",")]:
+            for name, (method, overrides) in ([] if args.skip_recipes else recipes.items()):
+                t0 = time.perf_counter()
+                qcfg = method_config(method, weight_bits=bits, act_bits=8, **overrides)
+                qmodel, _ = quantize_dit(module, params, diffusion, spec_for(seed), qcfg, stats=seed_stats)
+                row = results.setdefault(f"W{bits}A8 {name}", {"fid_runs": []})
+                if seed == seeds[0]:  # per-layer errors and size: the first seed's calibration
+                    row.update(errors=layer_errors(module, params, qmodel, inputs, y, s.cfg_scale),
+                               bytes=model_bytes(params, qmodel, bits), groups=qmodel.meta["num_groups"])
+                if name in fid_recipes:
+                    row["fid_runs"].append(fid_of(quantize_apply_fn(module, qmodel), variables(params, qmodel)["params"],
+                                                  seed))
+                print(f"seed {seed} W{bits}A8 {name}", json.dumps(row["fid_runs"][-1] if row["fid_runs"] else row),
+                      f"{time.perf_counter() - t0:.1f}s", flush=True)
+                save()
 
-    results = {"float": {"bytes": model_bytes(params)}}
-    if fid_recipes:
-        results["float"].update(fid_of(None, params))
-        print("float", results["float"], flush=True)
-    for bits in (8, 4):
-        for name, (method, overrides) in ([] if args.skip_recipes else recipes.items()):
-            qcfg = method_config(method, weight_bits=bits, act_bits=8, **overrides)
-            qmodel, _ = quantize_dit(module, params, diffusion, spec, qcfg, stats=stats)
-            row = {"errors": layer_errors(module, params, qmodel, inputs, y, s.cfg_scale),
-                   "bytes": model_bytes(params, qmodel, bits), "groups": qmodel.meta["num_groups"]}
-            if name in fid_recipes:
-                row.update(fid_of(quantized_apply(module, qmodel.meta, "fake"), variables(params, qmodel)["params"]))
-            results[f"W{bits}A8 {name}"] = row
-            print(f"W{bits}A8 {name}", json.dumps(row), flush=True)
-            save()
-
+    if args.timing_rounds <= 0:
+        save()
+        print_tables(results)
+        return
     # Sampling time: one batch of the digits config, float / fake-quant / integer, interleaved.
     qmodel, _ = quantize_dit(module, params, diffusion, spec, method_config("htg"), stats=stats)
     batch = jnp.asarray(np.arange(s.batch_size) % module.config.num_classes, jnp.int32)
@@ -203,40 +254,90 @@ def main():
     results["timing"] = {m: {"median_s": float(np.median(v)), "all_s": v} for m, v in times.items()}
     results["timing"]["integer_vs_fake_max_abs_diff"] = float(np.abs(outs["integer"] - outs["fake"]).max())
     results["timing"]["fake_vs_float_max_abs_diff"] = float(np.abs(outs["fake"] - outs["float"]).max())
-    results["setup"] = dict(checkpoint=args.checkpoint, sampler=f"{s.sampler}-{k}", cfg_scale=s.cfg_scale,
-                            calibration_samples=args.calibration_samples, probe_samples=args.probe_samples,
-                            num_fid_samples=args.num_fid_samples, batch_for_timing=s.batch_size,
-                            backend=jax.default_backend())
     save()
     print_tables(results)
 
 
+def merge_results(paths):
+    """One results dict from runs of the same setup with different seeds (errors/sizes: the first run's)."""
+    merged = None
+    for path in paths:
+        with open(path) as f:
+            res = json.load(f)
+        if merged is None:
+            merged = res
+            continue
+        keys = ("checkpoint", "step", "sampler", "cfg_scale", "calibration_samples", "num_fid_samples")
+        if any(merged["setup"].get(k) != res["setup"].get(k) for k in keys):
+            raise SystemExit(f"{path}: another setup than {paths[0]} ({[k for k in keys if merged['setup'].get(k) != res['setup'].get(k)]})")
+        merged["setup"]["seeds"] = merged["setup"]["seeds"] + res["setup"]["seeds"]
+        for name, row in res.items():
+            if isinstance(row, dict) and "fid_runs" in row:
+                merged.setdefault(name, row)
+                if merged[name] is not row:
+                    merged[name]["fid_runs"] += row["fid_runs"]
+    return merged
+
+
+def mean_std(values, fmt):
+    """``"m +- sd (n)"`` (sample std, ddof=1) or the single value."""
+    v = np.asarray(values, np.float64)
+    if v.size == 1:
+        return format(v[0], fmt)
+    return f"{format(v.mean(), fmt)} ± {format(v.std(ddof=1), fmt.lstrip('+'))}"
+
+
+def fid_cells(row, float_runs, num_seeds=None):
+    """FID, paired FID difference to the float model of the same seed, precision, recall, RMSE
+    (the FID cell says ``(n=k)`` when only k of the ``num_seeds`` seeds finished)."""
+    runs = row.get("fid_runs", [])
+    if not runs:
+        return "- | - | - | - | -"
+    partial = f" (n={len(runs)})" if num_seeds and len(runs) < num_seeds else ""
+    base = {r["seed"]: r["digits_fid"] for r in float_runs}
+    delta = [r["digits_fid"] - base[r["seed"]] for r in runs if r["seed"] in base]
+    cells = [mean_std([r["digits_fid"] for r in runs], ".2f") + partial, mean_std(delta, "+.2f") if delta else "-",
+             mean_std([r["digits_precision"] for r in runs], ".3f"), mean_std([r["digits_recall"] for r in runs], ".3f"),
+             mean_std([r["rmse_vs_float"] for r in runs], ".4f") if "rmse_vs_float" in runs[0] else "0"]
+    return " | ".join(cells)
+
+
 def print_tables(results):
+    setup = results.get("setup", {})
+    float_runs = results["float"].get("fid_runs", [])
+    seeds = sorted({r["seed"] for r in float_runs}) if float_runs else setup.get("seeds", [])  # the finished ones
+    setup = {**setup, "seeds": seeds}
+    print(f"\n{setup.get('sampler')}, guidance {setup.get('cfg_scale')}, {setup.get('num_fid_samples')} FID samples, "
+          f"seeds {seeds} (mean ± sample std over seeds; ΔFID = FID - float FID of the same seed)")
     print("\n| recipe | qkv | proj | fc1 | fc2 | act-only rel. err (W float, A8) |")
     print("|---|---|---|---|---|---|")
     for name, row in results.items():
-        if name.startswith("W8A8"):
+        if name.startswith("W8A8") and "errors" in row:
             e = row["errors"]
             print(f"| {name[5:]} | " + " | ".join(f"{e[k]['act']:.2e}" for k in LAYERS) + " | |")
+    f = results["float"]
     for bits in (8, 4):
-        print(f"\n| W{bits}A8 recipe | qkv | proj | fc1 | fc2 | digits FID | precision | recall | RMSE vs float samples | MB |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        f = results["float"]
-        if "digits_fid" in f:
-            print(f"| float | - | - | - | - | {f['digits_fid']:.2f} | {f['digits_precision']:.3f} | {f['digits_recall']:.3f} | 0 | {f['bytes'] / 1e6:.2f} |")
+        print(f"\n| W{bits}A8 recipe | qkv | proj | fc1 | fc2 | digits FID | ΔFID vs float | precision | recall | "
+              f"RMSE vs float samples | MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        runs = f.get("fid_runs", [])
+        cells = (f"{mean_std([r['digits_fid'] for r in runs], '.2f')} | 0 | "
+                 f"{mean_std([r['digits_precision'] for r in runs], '.3f')} | "
+                 f"{mean_std([r['digits_recall'] for r in runs], '.3f')} | 0" if runs else "- | - | - | - | -")
+        print(f"| float | - | - | - | - | {cells} | {f['bytes'] / 1e6:.2f} |")
         for name, row in results.items():
-            if name.startswith(f"W{bits}A8"):
+            if name.startswith(f"W{bits}A8") and "errors" in row:
                 e = row["errors"]
-                fid = (f"{row['digits_fid']:.2f} | {row['digits_precision']:.3f} | {row['digits_recall']:.3f} | {row['rmse_vs_float']:.3f}"
-                       if "digits_fid" in row else "- | - | - | -")
-                print(f"| {name[5:]} | " + " | ".join(f"{e[k]['both']:.2e}" for k in LAYERS) + f" | {fid} | {row['bytes'] / 1e6:.2f} |")
-    t = results["timing"]
-    print("\n| execution | one batch, median s |")
-    print("|---|---|")
-    for m in ("float", "fake", "integer"):
-        print(f"| {m} | {t[m]['median_s']:.2f} |")
-    print(f"max |integer - fake| over the batch's samples: {t['integer_vs_fake_max_abs_diff']:.2e}; "
-          f"max |fake - float|: {t['fake_vs_float_max_abs_diff']:.2e}")
+                print(f"| {name[5:]} | " + " | ".join(f"{e[k]['both']:.2e}" for k in LAYERS)
+                      + f" | {fid_cells(row, f.get('fid_runs', []), len(setup.get('seeds', [])))} | {row['bytes'] / 1e6:.2f} |")
+    t = results.get("timing")
+    if t:
+        print("\n| execution | one batch, median s |")
+        print("|---|---|")
+        for m in ("float", "fake", "integer"):
+            print(f"| {m} | {t[m]['median_s']:.2f} |")
+        print(f"max |integer - fake| over the batch's samples: {t['integer_vs_fake_max_abs_diff']:.2e}; "
+              f"max |fake - float|: {t['fake_vs_float_max_abs_diff']:.2e}")
 
 
 if __name__ == "__main__":

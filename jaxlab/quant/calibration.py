@@ -29,6 +29,8 @@ from jaxlab.diffusion.sampling import sample_loop
 # linears ("adaLN_modulation/linear") are opt-in via ``targets``.
 BLOCK_LINEARS = ("attn/qkv", "attn/proj", "mlp/fc1", "mlp/fc2")
 ADALN = "adaLN_modulation/linear"
+# Path prefix of a DiT transformer block (other families: ``jaxlab.quant.families``).
+DIT_BLOCK_PATTERN = r"blocks_\d+/"
 MIN_CALIBRATION_SAMPLES = 8
 
 
@@ -36,9 +38,10 @@ def layer_path(module: nn.Module) -> str:
     return "/".join(module.scope.path)
 
 
-def is_target(path: str, targets: tuple[str, ...]) -> bool:
-    """A layer of a transformer block (``blocks_<i>/...``) whose path ends with one of ``targets``."""
-    return bool(re.match(r"blocks_\d+/", path)) and any(path.endswith(t) for t in targets)
+def is_target(path: str, targets: tuple[str, ...], block_pattern: str = DIT_BLOCK_PATTERN) -> bool:
+    """A layer of a block (path starting with ``block_pattern``, DiT's ``blocks_<i>/``) whose path
+    ends with one of ``targets``."""
+    return bool(re.match(block_pattern, path)) and any(path.endswith(t) for t in targets)
 
 
 def num_contracted(module: nn.Module) -> int:
@@ -57,12 +60,12 @@ def channels_last(x: jax.Array, contracted: int) -> jax.Array:
     return x.reshape(*x.shape[: x.ndim - contracted], -1)
 
 
-def _recording_interceptor(targets):
+def _recording_interceptor(targets, block_pattern):
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
         if context.method_name == "__call__" and isinstance(module, (nn.Dense, nn.DenseGeneral)):
             path = layer_path(module)
-            if is_target(path, targets):
+            if is_target(path, targets, block_pattern):
                 x = channels_last(args[0], num_contracted(module)).astype(jnp.float32)
                 x = x.reshape(-1, x.shape[-1])
                 module.sow("quant_stats", "min", x.min(axis=0))
@@ -143,8 +146,12 @@ def shard_batch(labels: jax.Array) -> jax.Array:
 
 
 def calibrate(module, params, diffusion: GaussianDiffusion, spec: CalibrationSpec,
-              targets: tuple[str, ...] = BLOCK_LINEARS) -> dict[str, dict[str, np.ndarray]]:
+              targets: tuple[str, ...] = BLOCK_LINEARS,
+              block_pattern: str = DIT_BLOCK_PATTERN) -> dict[str, dict[str, np.ndarray]]:
     """Per-step per-channel input ranges ``{path: {"min": [K, C], "max": [K, C]}}`` (float32 numpy).
+
+    ``targets``/``block_pattern``: which linears (``is_target``); ``jaxlab.quant.families`` has
+    each family's.
 
     Deterministic for a given ``spec.seed`` (the labels cycle through the classes).
     """
@@ -163,7 +170,7 @@ def calibrate(module, params, diffusion: GaussianDiffusion, spec: CalibrationSpe
 
         def one_step(args):
             x, t = args
-            with nn.intercept_methods(_recording_interceptor(targets)):
+            with nn.intercept_methods(_recording_interceptor(targets, block_pattern)):
                 _, state = call({"params": params}, x, jnp.full((x.shape[0],), t), y, mutable=["quant_stats"])
             return state["quant_stats"]
 
@@ -176,7 +183,8 @@ def calibrate(module, params, diffusion: GaussianDiffusion, spec: CalibrationSpe
         (value,) = leaf  # each layer runs once per model call
         flat.setdefault(layer, {})[kind] = np.asarray(value, np.float32)
     if not flat:
-        raise ValueError(f"no layer matched the targets {targets}; the model has no blocks_<i>/... linears of that name")
+        raise ValueError(f"no layer matched the targets {targets} under {block_pattern!r}: the model has no block "
+                         f"linears of that name")
     for layer, s in flat.items():
         if not (np.isfinite(s["min"]).all() and np.isfinite(s["max"]).all()):
             raise FloatingPointError(f"calibration activations of {layer} hold NaN/Inf: the checkpoint is broken")

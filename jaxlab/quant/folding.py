@@ -200,5 +200,6 @@ def build_quantized(params: dict, stats: dict, timesteps: np.ndarray, qcfg: Quan
     step_of_timestep = np.full(diffusion_steps, -1, np.int32)
     step_of_timestep[timesteps] = np.arange(k, dtype=np.int32)
     meta = dict(meta or {})
-    meta.update(quant=dataclasses.asdict(qcfg), num_groups=num_groups, timesteps=[int(t) for t in timesteps])
+    meta.update(quant=dataclasses.asdict(qcfg), num_groups=num_groups, timesteps=[int(t) for t in timesteps],
+                smoothing="folded")
     return QuantizedDiT(meta, dict(step_of_timestep=step_of_timestep, layers=layers))

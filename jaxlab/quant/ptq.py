@@ -1,22 +1,20 @@
-"""Post-training quantisation of a DiT in one call: calibrate, then fold and quantise."""
+"""Post-training quantisation in one call: calibrate, then fold (DiT) or smooth at the layer
+(U-DiT) and quantise (``jaxlab.quant.families`` says what, per family)."""
 
 import dataclasses
 
 from jaxlab.diffusion.gaussian import GaussianDiffusion
-from jaxlab.models.dit import DiT
-from jaxlab.quant.calibration import ADALN, BLOCK_LINEARS, CalibrationSpec, calibrate, step_timesteps
+from jaxlab.quant.calibration import CalibrationSpec, calibrate, step_timesteps
 from jaxlab.quant.config import QuantConfig
+from jaxlab.quant.families import family_plan
 from jaxlab.quant.folding import QuantizedDiT, build_quantized
+from jaxlab.quant.unfused import build_unfused
 from jaxlab.train.params_io import read_model_config
 
 
 def check_supported(module) -> None:
-    if not isinstance(module, DiT):
-        raise ValueError(
-            f"{type(module).__name__} is not supported: jaxlab.quant folds HTG's shifts into DiT's adaLN/qkv/proj/fc1 "
-            f"layout only (U-DiT's attention has a depthwise downsampler between adaLN and qkv; DiC is convolutional): "
-            f"see docs/htg.md"
-        )
+    """Raises for a family ``jaxlab.quant`` cannot quantise (DiC, non-diffusion models)."""
+    family_plan(module)
 
 
 def check_checkpoint_matches(family_name: str, model_fields: dict, checkpoint) -> None:
@@ -34,20 +32,18 @@ def check_checkpoint_matches(family_name: str, model_fields: dict, checkpoint) -
                          f"with, or override those config.model fields")
 
 
-def targets_for(qcfg: QuantConfig) -> tuple[str, ...]:
-    return BLOCK_LINEARS + ((ADALN,) if qcfg.quantize_adaln else ())
-
-
 def quantize_dit(module, params: dict, diffusion: GaussianDiffusion, spec: CalibrationSpec, qcfg: QuantConfig,
                  stats: dict | None = None) -> tuple[QuantizedDiT, dict]:
-    """``(quantised model, calibration stats)``; pass ``stats`` to reuse a calibration."""
-    check_supported(module)
+    """``(quantised model, calibration stats)`` of a DiT or U-DiT; pass ``stats`` to reuse a calibration."""
+    plan = family_plan(module)
     qcfg.validate()
     spec.validate()
     if stats is None:
-        stats = calibrate(module, params, diffusion, spec, targets_for(qcfg))
-    meta = dict(calibration=dataclasses.asdict(spec))
-    qmodel = build_quantized(params, stats, step_timesteps(diffusion), qcfg, _table_size(diffusion), meta)
+        stats = calibrate(module, params, diffusion, spec, plan.calibration_targets(qcfg.quantize_adaln),
+                          plan.block_pattern)
+    meta = dict(calibration=dataclasses.asdict(spec), family=plan.family)
+    build = build_quantized if plan.smoothing == "folded" else build_unfused
+    qmodel = build(params, stats, step_timesteps(diffusion), qcfg, _table_size(diffusion), meta)
     return qmodel, stats
 
 

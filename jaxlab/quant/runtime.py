@@ -1,5 +1,8 @@
 """Running a ``QuantizedDiT``: a flax method interceptor that replaces the tabled linears.
 
+A table entry with ``in_shift`` (``jaxlab.quant.unfused``, U-DiT) first maps its input to
+``(X - z_k) / s``; folded entries (DiT) receive the already smoothed input.
+
 ``quantized_apply(module, mode)`` returns an ``apply(variables, x, t, y, *args, method=None)``
 with ``module.apply``'s signature, where ``variables = {"params": {"float": params, "quant":
 tables}}`` (both are jit arguments, not constants). The sampling step ``k`` comes from the
@@ -39,6 +42,8 @@ def linear(entry: dict, x2: jax.Array, k: jax.Array, mode: str, bits: int, act_s
     """One tabled linear on ``x2 [..., I]`` at step ``k``: ``[..., O]`` float32 (and the probe's sums)."""
     bias = entry["bias"][entry["bias_row"][k]]
     x2 = x2.astype(jnp.float32)
+    if "in_shift" in entry:  # unfused smoothing (jaxlab.quant.unfused): X^ = (X - z_k) / s at the layer
+        x2 = (x2 - entry["in_shift"][entry["in_shift_row"][k]]) * entry["in_inv_scale"]
     if "w_int" not in entry or mode == "float":
         return x2 @ entry["kernel"] + bias, None
     g = entry["act_row"][k]
