@@ -132,6 +132,12 @@ def image_diffusion_config(
         )
     )
     training_defaults(config)
+    # In-training FID (jaxlab.eval.train_eval): off until every_steps > 0. kind="digits" on the
+    # ':digits' configs; kind="inception" with the user's Inception weights and reference mu/sigma.
+    config.evals = ml_collections.ConfigDict(
+        dict(fid=dict(every_steps=0, num_samples=500, batch_size=250, kind="digits", inception="", reference="",
+                      force=False, fid_method="eigh"))
+    )
     # DiT's recipe flips horizontally (U-DiT and DiC reuse it). On latent sources the latents are
     # flipped, the usual stand-in for flipping the images before encoding them.
     config.data.random_flip = not (small or digits)
@@ -158,8 +164,4 @@ def digits_recipe(config: ml_collections.ConfigDict, num_steps: int = 4000) -> N
     config.sample.update(
         sampler="ddim", num_steps=50, cfg_scale=4.0, classes=tuple(range(10)), num_samples=40, batch_size=40,
         latent=False, clip_denoised=True,
-    )
-    # In-training digits FID (jaxlab.eval.train_eval): off until every_steps > 0.
-    config.evals = ml_collections.ConfigDict(
-        dict(fid=dict(every_steps=0, num_samples=500, batch_size=250, kind="digits"))
     )
