@@ -160,12 +160,9 @@ def _quantized_entry(kernel, bias_KO, a_tables, qcfg: QuantConfig):
                 w_zp=np.asarray(w_zp, np.int32), a_step=a_step, a_zp=a_zp, act_row=act_row)
 
 
-def build_quantized(params: dict, stats: dict, timesteps: np.ndarray, qcfg: QuantConfig, diffusion_steps: int,
-                    meta: dict | None = None) -> QuantizedDiT:
-    """Fold and quantise a DiT's block linears from calibration ``stats`` (``calibration.calibrate``).
-
-    ``timesteps [K]``: the original timestep of each calibrated step (``calibration.step_timesteps``).
-    """
+def check_schedule(stats: dict, timesteps: np.ndarray, qcfg: QuantConfig) -> tuple[np.ndarray, int]:
+    """``(timesteps [K], number of timestep groups)`` after checking that ``qcfg`` is valid, that
+    every layer's calibration ``stats`` cover the K calibrated steps, and that the groups fit."""
     qcfg.validate()
     timesteps = np.asarray(timesteps)
     k = len(timesteps)
@@ -175,6 +172,16 @@ def build_quantized(params: dict, stats: dict, timesteps: np.ndarray, qcfg: Quan
     num_groups = qcfg.num_groups or default_num_groups(k)
     if num_groups > k:
         raise ValueError(f"num_groups={num_groups} exceeds the {k} calibrated sampling steps")
+    return timesteps, num_groups
+
+
+def build_quantized(params: dict, stats: dict, timesteps: np.ndarray, qcfg: QuantConfig, diffusion_steps: int,
+                    meta: dict | None = None) -> QuantizedDiT:
+    """Fold and quantise a DiT's block linears from calibration ``stats`` (``calibration.calibrate``).
+
+    ``timesteps [K]``: the original timestep of each calibrated step (``calibration.step_timesteps``).
+    """
+    timesteps, num_groups = check_schedule(stats, timesteps, qcfg)
     blocks = sorted({p.split("/")[0] for p in stats}, key=lambda b: int(b.split("_")[1]))
     layers = {}
     for block in blocks:
@@ -198,7 +205,7 @@ def build_quantized(params: dict, stats: dict, timesteps: np.ndarray, qcfg: Quan
             bias, bias_row = _compress(ada_bias)
             layers[f"{block}/{ADALN}"] = dict(kernel=ada_w.astype(np.float32), bias=bias, bias_row=bias_row)
     step_of_timestep = np.full(diffusion_steps, -1, np.int32)
-    step_of_timestep[timesteps] = np.arange(k, dtype=np.int32)
+    step_of_timestep[timesteps] = np.arange(len(timesteps), dtype=np.int32)
     meta = dict(meta or {})
     meta.update(quant=dataclasses.asdict(qcfg), num_groups=num_groups, timesteps=[int(t) for t in timesteps],
                 smoothing="folded")

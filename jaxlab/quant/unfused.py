@@ -19,8 +19,15 @@ import dataclasses
 import numpy as np
 
 from jaxlab.quant.config import QuantConfig
-from jaxlab.quant.folding import QuantizedDiT, _act_tables, _compress, _dense, _quantized_entry, layer_smoothing
-from jaxlab.quant.grouping import default_num_groups
+from jaxlab.quant.folding import (
+    QuantizedDiT,
+    _act_tables,
+    _compress,
+    _dense,
+    _quantized_entry,
+    check_schedule,
+    layer_smoothing,
+)
 
 
 def build_unfused(params: dict, stats: dict, timesteps: np.ndarray, qcfg: QuantConfig, diffusion_steps: int,
@@ -31,15 +38,7 @@ def build_unfused(params: dict, stats: dict, timesteps: np.ndarray, qcfg: QuantC
     layout as ``folding.build_quantized`` (run by ``jaxlab.quant.runtime``), plus per layer
     ``in_shift [R, C]``, ``in_shift_row [K]``, ``in_inv_scale [C]`` where smoothing is on.
     """
-    qcfg.validate()
-    timesteps = np.asarray(timesteps)
-    k = len(timesteps)
-    for path, st in stats.items():
-        if st["min"].shape[0] != k:
-            raise ValueError(f"stats of {path} cover {st['min'].shape[0]} steps, the schedule has {k}")
-    num_groups = qcfg.num_groups or default_num_groups(k)
-    if num_groups > k:
-        raise ValueError(f"num_groups={num_groups} exceeds the {k} calibrated sampling steps")
+    timesteps, num_groups = check_schedule(stats, timesteps, qcfg)
     layers = {}
     for path in sorted(stats):
         mn, mx = stats[path]["min"].astype(np.float64), stats[path]["max"].astype(np.float64)
@@ -54,7 +53,7 @@ def build_unfused(params: dict, stats: dict, timesteps: np.ndarray, qcfg: QuantC
             entry.update(in_shift=shift, in_shift_row=shift_row, in_inv_scale=(1 / sm.s).astype(np.float32))
         layers[path] = entry
     step_of_timestep = np.full(diffusion_steps, -1, np.int32)
-    step_of_timestep[timesteps] = np.arange(k, dtype=np.int32)
+    step_of_timestep[timesteps] = np.arange(len(timesteps), dtype=np.int32)
     meta = dict(meta or {})
     meta.update(quant=dataclasses.asdict(qcfg), num_groups=num_groups, timesteps=[int(t) for t in timesteps],
                 smoothing="unfused")
