@@ -70,6 +70,23 @@ def load_fixed_inputs(workdir: str, num: int, seed: int, prior_name: str | None 
     return config, task, params, prior, key, z, codes
 
 
+def checked_arguments(output: str, num: int, run_specs: list[str]) -> tuple[pathlib.Path, list[tuple[str, str]]]:
+    """``(output path, [(name, workdir)])`` from ``--output``, ``--num`` and the ``--run NAME=WORKDIR``
+    flags, refused before any work: an existing output, too few samples, a malformed run."""
+    out_path = pathlib.Path(output)
+    if out_path.exists():
+        raise SystemExit(f"{out_path} exists; choose another --output")
+    if num < digits_features.FEATURE_DIM:
+        raise SystemExit(f"--num={num} is below the digits feature width {digits_features.FEATURE_DIM}")
+    runs = []
+    for spec in run_specs:
+        name, _, workdir = spec.partition("=")
+        if not workdir:
+            raise SystemExit(f"--run {spec!r}: expected NAME=WORKDIR")
+        runs.append((name, workdir))
+    return out_path, runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", required=True, help="NAME=WORKDIR (repeat)")
@@ -81,18 +98,11 @@ def main() -> None:
     parser.add_argument("--curvature_nfe", type=int, default=35)
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
-    out_path = pathlib.Path(args.output)
-    if out_path.exists():
-        raise SystemExit(f"{out_path} exists; choose another --output")
-    if args.num < digits_features.FEATURE_DIM:
-        raise SystemExit(f"--num={args.num} is below the digits feature width {digits_features.FEATURE_DIM}")
+    out_path, runs = checked_arguments(args.output, args.num, args.run)
     features = digits_features.DigitsFeatures()
     report = {"num": args.num, "seed": args.seed, "nfe": args.nfe, "runs": {}}
     ref_feats = None
-    for spec in args.run:
-        name, _, workdir = spec.partition("=")
-        if not workdir:
-            raise SystemExit(f"--run {spec!r}: expected NAME=WORKDIR")
+    for name, workdir in runs:
         config, task, params, prior, key, z, codes = load_fixed_inputs(workdir, args.num, args.seed, args.prior)
         cfg = task.model_config
         if ref_feats is None:

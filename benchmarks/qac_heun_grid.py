@@ -14,12 +14,11 @@ table (one row per run and variant). Every number goes to ``--output`` (JSON, ne
 
 import argparse
 import json
-import pathlib
 import time
 
 import numpy as np
 
-from benchmarks.qac_comparison import load_fixed_inputs
+from benchmarks.qac_comparison import checked_arguments, load_fixed_inputs
 from jaxlab.diffusion import edm_sampling
 from jaxlab.diffusion.edm import SamplingOptions, steps_for_nfe
 from jaxlab.eval import digits_features
@@ -46,11 +45,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
-    out_path = pathlib.Path(args.output)
-    if out_path.exists():
-        raise SystemExit(f"{out_path} exists; choose another --output")
-    if args.num < digits_features.FEATURE_DIM:
-        raise SystemExit(f"--num={args.num} is below the digits feature width {digits_features.FEATURE_DIM}")
+    out_path, runs = checked_arguments(args.output, args.num, args.run)
     options = {name: SamplingOptions(**VARIANTS[name]) for name in args.variants}
     for name, opt in options.items():  # every budget must be met exactly, before any sampling
         for nfe in args.nfe:
@@ -59,10 +54,7 @@ def main() -> None:
     report = {"num": args.num, "seed": args.seed, "nfe": args.nfe, "variants": {k: VARIANTS[k] for k in options},
               "runs": {}}
     ref_feats = None
-    for spec in args.run:
-        name, _, workdir = spec.partition("=")
-        if not workdir:
-            raise SystemExit(f"--run {spec!r}: expected NAME=WORKDIR")
+    for name, workdir in runs:
         _, task, params, prior, key, z, codes = load_fixed_inputs(workdir, args.num, args.seed)
         if ref_feats is None:
             ref_feats = features(digits_features.real_digits(task.model_config.input_size))

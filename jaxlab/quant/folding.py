@@ -175,6 +175,18 @@ def check_schedule(stats: dict, timesteps: np.ndarray, qcfg: QuantConfig) -> tup
     return timesteps, num_groups
 
 
+def quantized_dit(layers: dict, timesteps: np.ndarray, qcfg: QuantConfig, num_groups: int, diffusion_steps: int,
+                  meta: dict | None, smoothing: str) -> QuantizedDiT:
+    """The quantised layers with the timestep -> calibrated-step table (-1: not calibrated) and
+    the metadata a checkpoint records (``smoothing``: "folded" or "unfused")."""
+    step_of_timestep = np.full(diffusion_steps, -1, np.int32)
+    step_of_timestep[timesteps] = np.arange(len(timesteps), dtype=np.int32)
+    meta = dict(meta or {})
+    meta.update(quant=dataclasses.asdict(qcfg), num_groups=num_groups, timesteps=[int(t) for t in timesteps],
+                smoothing=smoothing)
+    return QuantizedDiT(meta, dict(step_of_timestep=step_of_timestep, layers=layers))
+
+
 def build_quantized(params: dict, stats: dict, timesteps: np.ndarray, qcfg: QuantConfig, diffusion_steps: int,
                     meta: dict | None = None) -> QuantizedDiT:
     """Fold and quantise a DiT's block linears from calibration ``stats`` (``calibration.calibrate``).
@@ -204,9 +216,4 @@ def build_quantized(params: dict, stats: dict, timesteps: np.ndarray, qcfg: Quan
         else:
             bias, bias_row = _compress(ada_bias)
             layers[f"{block}/{ADALN}"] = dict(kernel=ada_w.astype(np.float32), bias=bias, bias_row=bias_row)
-    step_of_timestep = np.full(diffusion_steps, -1, np.int32)
-    step_of_timestep[timesteps] = np.arange(len(timesteps), dtype=np.int32)
-    meta = dict(meta or {})
-    meta.update(quant=dataclasses.asdict(qcfg), num_groups=num_groups, timesteps=[int(t) for t in timesteps],
-                smoothing="folded")
-    return QuantizedDiT(meta, dict(step_of_timestep=step_of_timestep, layers=layers))
+    return quantized_dit(layers, timesteps, qcfg, num_groups, diffusion_steps, meta, smoothing="folded")

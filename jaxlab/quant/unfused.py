@@ -14,7 +14,6 @@ Layers whose recipe has no shift and no scale (min-max) get no ``in_shift``/``in
 Every target linear is smoothed (also post-GELU inputs: nothing has to fold).
 """
 
-import dataclasses
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from jaxlab.quant.folding import (
     _dense,
     _quantized_entry,
     check_schedule,
+    quantized_dit,
     layer_smoothing,
 )
 
@@ -52,9 +52,4 @@ def build_unfused(params: dict, stats: dict, timesteps: np.ndarray, qcfg: QuantC
             shift, shift_row = _compress(sm.z)
             entry.update(in_shift=shift, in_shift_row=shift_row, in_inv_scale=(1 / sm.s).astype(np.float32))
         layers[path] = entry
-    step_of_timestep = np.full(diffusion_steps, -1, np.int32)
-    step_of_timestep[timesteps] = np.arange(len(timesteps), dtype=np.int32)
-    meta = dict(meta or {})
-    meta.update(quant=dataclasses.asdict(qcfg), num_groups=num_groups, timesteps=[int(t) for t in timesteps],
-                smoothing="unfused")
-    return QuantizedDiT(meta, dict(step_of_timestep=step_of_timestep, layers=layers))
+    return quantized_dit(layers, timesteps, qcfg, num_groups, diffusion_steps, meta, smoothing="unfused")
