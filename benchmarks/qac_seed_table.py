@@ -7,6 +7,7 @@ and NFE, ``mean ± std`` of the digits FID over the files (sample std, ddof = 1)
 seeds, then for ``--a`` vs ``--b`` the difference of means and whether it exceeds the seed spread:
 "yes" when the two runs' per-seed ranges do not overlap (every seed of one is better than every
 seed of the other), a simple, conservative reading for 2-3 seeds (no significance test is claimed).
+Comparison files also give each run's trajectory curvature, printed as mean ± std over the files.
 
     PYTHONPATH=$PWD python benchmarks/qac_seed_table.py --json s0.json s1.json s2.json --a baseline --b qac
 """
@@ -69,6 +70,15 @@ def main() -> None:
             row.append(f"{np.mean(b) - np.mean(a):+.1f}{' *' if apart else ''}")
         if any(x != "-" for x in row):
             print(f"| {solver} | " + " | ".join(row) + " |")
+    curvature = {run: [r["runs"][run]["curvature_mean"] for r in reports if "curvature_mean" in r["runs"].get(run, {})]
+                 for run in runs}
+    if any(curvature.values()):
+        print("\ntrajectory curvature (each file's mean over its noises), mean ± std over the files:\n")
+        for run, values in curvature.items():
+            if values:
+                spread = np.std(values, ddof=1) if len(values) > 1 else 0.0
+                print(f"- {run}: {np.mean(values):.4f} ± {spread:.4f} (per file: "
+                      + ", ".join(f"{v:.4f}" for v in values) + ")")
 
 
 if __name__ == "__main__":
