@@ -17,6 +17,10 @@ Per seed (``--ladder_seeds``), in ``DIR/seed<k>/``:
 5. ``second_round``: rung 4 continued on ``--ladder_round_ratio`` of its own batches drawn with
    p = softmax(batch loss) (``jaxlab.tinylm.multiround``).
 
+Control (a row of the report, not a rung): ``second_round_uniform``, rung 5 with its batches drawn
+uniformly (same init, number of batches, schedule and tokens), which separates the loss-based
+selection from the extra tokens.
+
 Every rung trains ``--ladder_steps`` steps (rung 5: ratio x steps more) through the shared train loop.
 Each stage is skipped when its output exists, so rerunning the command resumes (an interrupted run
 resumes from its last checkpoint). Reports per rung: held-out perplexity per byte (the held-out

@@ -25,6 +25,9 @@ from jaxlab.tinylm.evaluation import decode_seconds, per_byte_perplexity, token_
 from jaxlab.tinylm.sizes import lm_param_count
 
 RUNGS = ("baseline", "compact_tokenizer", "deeper_narrower", "inheritance", "second_round")
+# Not a rung: rung 5's training with its batches drawn uniformly instead of by loss (same init, number of
+# batches, schedule and tokens), so the loss-based selection's effect is told apart from the extra tokens.
+CONTROLS = ("second_round_uniform",)
 PROBE_STREAM_SEED = 7  # the training documents, windows drawn apart from the training stream (seed 0)
 
 
@@ -169,8 +172,12 @@ def inherit(spec: LadderSpec, seed: int, toks: dict, teacher_dir: pathlib.Path, 
     return _json(info_path, info)
 
 
-def select_round(spec: LadderSpec, seed: int, toks: dict, round1: pathlib.Path, path: pathlib.Path, log) -> str:
-    """Losses of round 1's batches under its final params, softmax draw, saved selection."""
+def select_round(spec: LadderSpec, seed: int, toks: dict, round1: pathlib.Path, path: pathlib.Path, log,
+                 uniform: bool = False) -> str:
+    """Losses of round 1's batches under its final params, softmax draw, saved selection.
+
+    ``uniform``: the control draw, every batch equally likely (the same number of distinct batches, the
+    losses still recorded); the softmax draw with all losses equal."""
     from jaxlab.train.params_io import load_model
 
     if path.exists():
@@ -181,10 +188,11 @@ def select_round(spec: LadderSpec, seed: int, toks: dict, round1: pathlib.Path, 
     cfg = module.config
     losses = mr.batch_losses(lambda prm, b: inh.lm_loss(cfg, prm, b), params,
                              lambda k: stream.batch(0, k * spec.batch_size, spec.batch_size), range(spec.steps))
-    ids = mr.sample_batches(losses, spec.round_ratio, seed=seed)
+    ids = mr.sample_batches(np.zeros_like(losses) if uniform else losses, spec.round_ratio, seed=seed)
     mr.save_selection(path, batch_ids=ids, losses=losses, seed=seed, ratio=spec.round_ratio, data_spec=data_spec,
                       batch_size=spec.batch_size, stream_seed=0)
-    log(f"seed {seed}: round-2 selection of {len(ids)}/{len(losses)} batches (loss mean {losses.mean():.3f}, "
+    log(f"seed {seed}: round-2 {'uniform ' if uniform else ''}selection of {len(ids)}/{len(losses)} batches "
+        f"(loss mean {losses.mean():.3f}, "
         f"selected {losses[ids].mean():.3f})")
     return str(path)
 
@@ -208,19 +216,24 @@ def run_seed(spec: LadderSpec, seed: int, toks: dict, run_config, log) -> dict:
     n_round = len(mr.load_selection(selection)["batch_ids"])
     _train(run_config, root / "second_round", log, model=spec.deep, tokenizer=toks["compact"], steps=n_round,
            init_from=str(root / "inheritance"), selection=selection, **common)
+    control = select_round(spec, seed, toks, root / "inheritance", root / "round2_uniform_selection.json", log,
+                           uniform=True)
+    _train(run_config, root / "second_round_uniform", log, model=spec.deep, tokenizer=toks["compact"], steps=n_round,
+           init_from=str(root / "inheritance"), selection=control, **common)
     return {"inheritance": info, "round_steps": n_round}
 
 
 def evaluate_seed(spec: LadderSpec, seed: int, toks: dict) -> dict:
-    """Per-byte held-out perplexity of every run of a seed (cached in ``seed<k>/results.json``)."""
+    """Per-byte held-out perplexity of every run of a seed (cached in ``seed<k>/results.json``; runs
+    missing from the cache, e.g. a control added later, are evaluated and added)."""
     from jaxlab.train.params_io import load_model
 
     root = spec.workdir / f"seed{seed}"
-    cached = _json(root / "results.json")
-    if cached is not None:
-        return cached
-    out = {}
-    for name in ("teacher",) + RUNGS:
+    out = _json(root / "results.json") or {}
+    missing = [n for n in ("teacher",) + RUNGS + CONTROLS if n not in out]
+    if not missing:
+        return out
+    for name in missing:
         module, params = load_model(root / name)
         tok = toks["original"] if module.config.vocab_size == spec.vocab else toks["compact"]
         windows = PackedCorpus(**_parse(_data_spec(spec, tok, module.config.vocab_size)), split="eval").windows()
@@ -233,7 +246,7 @@ def decode_speeds(spec: LadderSpec, seed: int, toks: dict) -> dict:
     from jaxlab.train.params_io import load_model
 
     root = spec.workdir / f"seed{seed}"
-    models = {n: load_model(root / n) for n in ("teacher",) + RUNGS}
+    models = {n: load_model(root / n) for n in ("teacher",) + RUNGS + CONTROLS}
     prompt = np.asarray(load_tokenizer(toks["compact"]).encode("The for statement").ids[:4], np.int32)[None]
     prompt = np.clip(prompt, 0, min(spec.vocab, spec.compact_vocab) - 1)  # ids valid in both vocabularies
     times = {n: [] for n in models}
@@ -253,28 +266,29 @@ def _fmt(values) -> str:
 def report(spec: LadderSpec, toks: dict, results: dict, speeds: dict, infos: dict) -> dict:
     shapes = {"teacher": (spec.teacher, spec.vocab), "baseline": (spec.shallow, spec.vocab),
               "compact_tokenizer": (spec.shallow, spec.compact_vocab)}
-    shapes.update({n: (spec.deep, spec.compact_vocab) for n in RUNGS[2:]})
+    shapes.update({n: (spec.deep, spec.compact_vocab) for n in RUNGS[2:] + CONTROLS})
     round_steps = {s: infos[s]["round_steps"] for s in infos}
     lines = [f"Seeds: {list(spec.seeds)}; {spec.steps} steps x {spec.batch_size} windows x {spec.seq_length} tokens "
              f"per tiny rung, teacher {spec.teacher_steps} steps; held-out = the eval pydoc topics.", "",
              "| rung | width x layers (heads, ffn) | vocab | params | train tokens | held-out ppl / byte | "
              "per seed | decode tok/s (seed " + str(spec.seeds[0]) + ") |", "|---|---|---|---|---|---|---|---|"]
     rows = []
-    for name in ("teacher",) + RUNGS:
+    for name in ("teacher",) + RUNGS + CONTROLS:
         model, vocab = shapes[name]
         cfg = LMConfig.from_dict({**model, "vocab_size": vocab})
         steps = spec.teacher_steps if name == "teacher" else spec.steps
         tokens = steps * spec.batch_size * spec.seq_length
-        if name == "second_round":
+        if name in ("second_round",) + CONTROLS:
             tokens = f"{tokens} + {round_steps[spec.seeds[0]] * spec.batch_size * spec.seq_length}"
-        if name == "inheritance" or name == "second_round":
+        if name in ("inheritance", "second_round") + CONTROLS:
             tokens = f"{tokens} (+ teacher's)"
         vals = [results[s][name] for s in spec.seeds]
         row = {"rung": name, "shape": f"{cfg.hidden_size} x {cfg.num_layers} ({cfg.num_heads}, {cfg.intermediate_size})",
                "vocab": vocab, "params": lm_param_count(cfg), "tokens": tokens, "ppl_per_byte": vals,
                "decode_tok_s": speeds[name]}
         rows.append(row)
-        lines.append(f"| {name} | {row['shape']} | {vocab} | {row['params']:,} | {tokens} | {_fmt(vals)} | "
+        label = f"{name} (control)" if name in CONTROLS else name
+        lines.append(f"| {label} | {row['shape']} | {vocab} | {row['params']:,} | {tokens} | {_fmt(vals)} | "
                      f"{', '.join(f'{v:.3f}' for v in vals)} | {speeds[name]:.0f} |")
     lines += ["", "Compact tokenizer (original tokenizer's corpus counts; embedding share of the deeper-narrower shape):",
               "", "| vocab | coverage of corpus tokens | embedding + head share of params |", "|---|---|---|"]

@@ -70,7 +70,10 @@ def test_ladder_command_runs_and_resumes(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True)
     result = json.loads((tmp_path / "ladder.json").read_text())
     assert [r["rung"] for r in result["rows"]] == ["teacher", "baseline", "compact_tokenizer", "deeper_narrower",
-                                                  "inheritance", "second_round"]
+                                                  "inheritance", "second_round", "second_round_uniform"]
+    picked = [json.loads((tmp_path / "seed0" / f).read_text())["batch_ids"]
+              for f in ("round2_selection.json", "round2_uniform_selection.json")]
+    assert len(picked[0]) == len(picked[1])  # the control trains on as many batches (tokens) as rung 5
     assert all(np.isfinite(r["ppl_per_byte"]).all() for r in result["rows"])
     again = subprocess.run(cmd, check=True, capture_output=True, text=True)  # everything exists: nothing retrains
     assert "trained" not in again.stdout
