@@ -11,7 +11,7 @@ from flax.traverse_util import flatten_dict
 from jaxlab.convert import from_torch
 from jaxlab.diffusion.pipeline import sampling_diffusion
 from jaxlab.quant import quantizers as qz
-from jaxlab.quant.calibration import CalibrationSpec, is_target, step_timesteps
+from jaxlab.quant.calibration import CalibrationSpec, is_target, step_timesteps, trajectory_inputs
 from jaxlab.quant.config import method_config
 from jaxlab.quant.conv import conv_padding, int_conv, pad
 from jaxlab.quant.families import DIC_BLOCK_PATTERN, DIC_CONVS
@@ -117,19 +117,27 @@ def test_unsupported_convs_are_refused_by_name():
 
 @pytest.mark.slow
 def test_calibrated_w8a8_dic_within_bound(converted):
-    """End to end through ``quantize_dit`` (calibration records the block convs' padded inputs):
-    W8A8 HTG moves the converted official DiC's output by < 5% of its max, fake and integer."""
+    """End to end through ``quantize_dit`` (calibration records the block convs' padded inputs), on
+    held-out trajectories of the same sampler: W8A8 HTG moves the converted official DiC's output
+    by < 5% of its max at step 3 of 5 (measured 3.2%, fake and integer), and at the noisiest step,
+    whose inputs are ~30x smaller than the last steps' in this random-weight model, HTG's
+    per-group activation ranges keep the error under half of min-max's single range (measured
+    19% vs 48%). Slow (~40 s under load): the default tests above cover the tables and runtime."""
     module, params = converted
     diffusion = sampling_diffusion(SPEC.sampler, SPEC.num_steps, module.config.learn_sigma)
     qmodel, stats = quantize_dit(module, params, diffusion, SPEC, method_config("htg", num_groups=2))
     assert sorted(qmodel.tables["layers"]) == sorted(stats) and len(stats) == 40
     assert qmodel.meta["smoothing"] == "unfused" and qmodel.meta["family"] == "dic"
     assert all(s["min"].max() <= 0 <= s["max"].min() for p, s in stats.items() if not p.endswith("skip"))  # padding
-    x = jax.random.normal(jax.random.key(1), (2, 16, 16, 4))
-    t = jnp.full((2,), int(step_timesteps(diffusion)[3]), jnp.int32)
-    y = jnp.arange(2, dtype=jnp.int32)
-    want = module.apply({"params": params}, x, t, y)
-    scale = float(jnp.abs(want).max())
+    minmax, _ = quantize_dit(module, params, diffusion, SPEC, method_config("minmax"), stats=stats)
+    inputs, y = trajectory_inputs(module, params, diffusion, jnp.arange(2, dtype=jnp.int32), jax.random.key(7), SPEC)
+
+    def rel_error(q, mode, step):
+        t = jnp.full((y.shape[0],), int(step_timesteps(diffusion)[step]), jnp.int32)
+        want = module.apply({"params": params}, inputs[step], t, y)
+        got = quantized_apply(module, q.meta, mode)(variables(params, q), inputs[step], t, y)
+        return float(jnp.abs(got - want).max()) / float(jnp.abs(want).max())
+
     for mode in ("fake", "integer"):
-        got = quantized_apply(module, qmodel.meta, mode)(variables(params, qmodel), x, t, y)
-        assert 0 < float(jnp.abs(got - want).max()) < 0.05 * scale, mode
+        assert 0 < rel_error(qmodel, mode, 3) < 0.05, mode
+    assert rel_error(qmodel, "fake", 0) < 0.5 * rel_error(minmax, "fake", 0)
