@@ -290,7 +290,8 @@ def main():
 
 
 def merge_results(paths):
-    """One results dict from runs of the same setup with different seeds (errors/sizes: the first run's)."""
+    """One results dict from runs of the same setup with different seeds, or with other recipes
+    (errors/sizes/timing: the first run's that has them)."""
     merged = None
     for path in paths:
         with open(path) as f:
@@ -302,6 +303,8 @@ def merge_results(paths):
         if any(merged["setup"].get(k) != res["setup"].get(k) for k in keys):
             raise SystemExit(f"{path}: another setup than {paths[0]} ({[k for k in keys if merged['setup'].get(k) != res['setup'].get(k)]})")
         merged["setup"]["seeds"] = merged["setup"]["seeds"] + res["setup"]["seeds"]
+        if "timing" in res and "timing" not in merged:
+            merged["timing"] = res["timing"]
         for name, row in res.items():
             if isinstance(row, dict) and "fid_runs" in row:
                 merged.setdefault(name, row)

@@ -115,6 +115,11 @@ def test_unsupported_convs_are_refused_by_name():
     assert conv_padding(nn.Conv(4, (3, 3), padding=1)) == 1 and conv_padding(nn.Conv(4, (1, 1), padding=0)) == 0
 
 
+def test_other_families_are_refused():
+    with pytest.raises(ValueError, match="Dense is not supported: jaxlab.quant quantises DiT, U-DiT and DiC"):
+        quantize_dit(nn.Dense(3), {}, None, SPEC, method_config("htg"))
+
+
 @pytest.mark.slow
 def test_calibrated_w8a8_dic_within_bound(converted):
     """End to end through ``quantize_dit`` (calibration records the block convs' padded inputs), on
