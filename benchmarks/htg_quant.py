@@ -308,8 +308,9 @@ def merge_results(paths):
         for name, row in res.items():
             if isinstance(row, dict) and "fid_runs" in row:
                 merged.setdefault(name, row)
-                if merged[name] is not row:
-                    merged[name]["fid_runs"] += row["fid_runs"]
+                if merged[name] is not row:  # a seed already present is the same computation (float rows)
+                    have = {r["seed"] for r in merged[name]["fid_runs"]}
+                    merged[name]["fid_runs"] += [r for r in row["fid_runs"] if r["seed"] not in have]
     return merged
 
 
