@@ -127,7 +127,7 @@ def test_calibrated_w8a8_dic_within_bound(converted):
     by < 5% of its max at step 3 of 5 (measured 3.2%, fake and integer), and at the noisiest step,
     whose inputs are ~30x smaller than the last steps' in this random-weight model, HTG's
     per-group activation ranges keep the error under half of min-max's single range (measured
-    19% vs 48%). Slow (~40 s under load): the default tests above cover the tables and runtime."""
+    19% vs 48%). Slow (27-65 s): the default tests above cover the tables and runtime."""
     module, params = converted
     diffusion = sampling_diffusion(SPEC.sampler, SPEC.num_steps, module.config.learn_sigma)
     qmodel, stats = quantize_dit(module, params, diffusion, SPEC, method_config("htg", num_groups=2))
