@@ -1,12 +1,17 @@
-"""HTG post-training quantisation of a digits DiT: per-layer errors, digits FID, size and speed.
+"""HTG post-training quantisation of a digits DiT, U-DiT or DiC: per-layer errors, digits FID, size and speed.
 
   python -m benchmarks.htg_quant --checkpoint=/tmp/digits_dit --num_fid_samples=200 --json=/tmp/htg.json
+
+The family comes from the checkpoint (its ``model.json``) and the config from
+``configs/<family>.py:<--variant>`` (sampling section: sampler, steps, guidance); what is
+quantised per family is ``jaxlab.quant.families``'s, and the error columns are the family's
+layer kinds (``LAYER_KINDS``).
 
 Everything on one float checkpoint, calibrated once (``--calibration_samples`` trajectories of
 the digits config's sampler: DDIM-50, guidance 4), every recipe built from the same statistics:
 
 1. per-layer activation-quantisation error, HTG ablation: relative output error
-   ``sum (Q(X^) W^ - X^ W^)^2 / sum (X W)^2`` of each linear with only its input quantised
+   ``sum (Q(X^) W^ - X^ W^)^2 / sum (X W)^2`` of each linear/conv with only its input quantised
    (8 bit), on held-out float trajectories, for: no smoothing (per-group ranges), + shift per
    step, + grouping (shift per group), + scaling (= HTG);
 2. W8A8 / W4A8 for each method and HTG with G in {1, T/10, T}: the same error with weights
@@ -18,30 +23,42 @@ the digits config's sampler: DDIM-50, guidance 4), every recipe built from the s
 """
 
 import argparse
+import importlib
 import json
 import os
+import re
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs.dit import get_config
+from flax.traverse_util import flatten_dict
+
 from jaxlab.config_utils import to_dict
 from jaxlab.diffusion.pipeline import make_class_sampler, sampling_diffusion
 from jaxlab.eval.digits_features import DigitsFeatures, evaluate_digits
 from jaxlab.quant.calibration import CalibrationSpec, calibrate, step_timesteps, trajectory_inputs
 from jaxlab.quant.config import method_config
+from jaxlab.quant.families import family_plan
 from jaxlab.quant.ptq import quantize_dit
 from jaxlab.quant.quantizers import pack_int4
 from jaxlab.quant.runtime import quantized_apply, variables
-from jaxlab.train.params_io import load_model
+from jaxlab.train.params_io import load_model, read_model_config
 
-LAYERS = ("attn/qkv", "attn/proj", "mlp/fc1", "mlp/fc2")
+# Error-table columns per family: (key, column header, regex a tabled layer's path matches).
+LAYER_KINDS = {
+    "dit": (("attn/qkv", "qkv", r"/attn/qkv$"), ("attn/proj", "proj", r"/attn/proj$"), ("mlp/fc1", "fc1", r"/mlp/fc1$"),
+            ("mlp/fc2", "fc2", r"/mlp/fc2$")),
+    "udit": (("to_qkv", "to_qkv", r"/attn/to_qkv$"), ("to_out", "to_out", r"/attn/to_out$"),
+             ("ffn_in", "FFN in", r"/mlp/(project_in|fc1)"), ("ffn_out", "FFN out", r"/mlp/(project_out|fc2)")),
+    "dic": (("conv0", "conv0", r"/conv0$"), ("conv1", "conv1", r"/conv1$"), ("skip", "skip 1x1", r"/skip$")),
+}
 
 
-def layer_errors(module, params, qmodel, inputs, y, cfg_scale):
-    """``{kind: {"act": rel, "both": rel}}`` per layer type (summed over blocks and steps)."""
+def layer_errors(module, params, qmodel, inputs, y, cfg_scale, kinds):
+    """``{kind: {"act": rel, "both": rel}}`` per layer kind (``LAYER_KINDS``; summed over blocks
+    and steps; a kind no tabled layer has is left out)."""
     apply = quantized_apply(module, qmodel.meta, "probe")
     timesteps = jnp.asarray(step_timesteps_cache["t"], jnp.int32)
 
@@ -57,17 +74,16 @@ def layer_errors(module, params, qmodel, inputs, y, cfg_scale):
 
         return jax.lax.map(one, (inputs, timesteps))
 
-    sums = run(qmodel.tables, inputs)
+    sums = flatten_dict(run(qmodel.tables, inputs), sep="/")  # {"<layer>/<act|both|ref>": ([K],)}
     out = {}
-    for kind in LAYERS:
+    for key, _, pattern in kinds:
         tot = {"act": 0.0, "both": 0.0, "ref": 0.0}
-        for block, sub in sums.items():
-            node = sub
-            for name in kind.split("/"):
-                node = node[name]
-            for key in tot:
-                tot[key] += float(np.sum(node[key][0]))
-        out[kind] = {"act": tot["act"] / tot["ref"], "both": tot["both"] / tot["ref"]}
+        for path, (value,) in sums.items():
+            layer, name = path.rsplit("/", 1)
+            if re.search(pattern, layer):
+                tot[name] += float(np.sum(value))
+        if tot["ref"] > 0:
+            out[key] = {"act": tot["act"] / tot["ref"], "both": tot["both"] / tot["ref"]}
     return out
 
 
@@ -102,12 +118,13 @@ def model_bytes(params, qmodel=None, weight_bits=8):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--checkpoint", default=None, help="digits DiT training workdir or saved model (required)")
-    ap.add_argument("--variant", default="digits")
+    ap.add_argument("--checkpoint", default=None,
+                    help="digits DiT/U-DiT/DiC training workdir or saved model (required; the family is read from it)")
+    ap.add_argument("--variant", default="digits", help="variant of configs/<the checkpoint's family>.py")
     ap.add_argument("--calibration_samples", type=int, default=32)
     ap.add_argument("--probe_samples", type=int, default=8)
     ap.add_argument("--num_fid_samples", type=int, default=200)
-    ap.add_argument("--fid", default="all", help="all | main (fewer FID runs) | none")
+    ap.add_argument("--fid", default="all", help="FID rows: all | main | core (the four methods) | none, or comma-separated recipe names")
     ap.add_argument("--timing_rounds", type=int, default=3)
     ap.add_argument("--json", default=None, help="results JSON (must not exist; rewritten after every row)")
     ap.add_argument("--skip_recipes", action="store_true", help="only the size/timing section")
@@ -127,7 +144,7 @@ def main():
         print_tables(merge_results(args.print_json.split(",")))
         return
     if not args.checkpoint:
-        raise SystemExit("--checkpoint is required (a digits DiT training workdir or saved model)")
+        raise SystemExit("--checkpoint is required (a digits DiT/U-DiT/DiC training workdir or saved model)")
     if args.json and os.path.exists(args.json):
         raise SystemExit(f"{args.json} exists; choose a new --json path")
 
@@ -136,7 +153,10 @@ def main():
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=2)
 
-    config = get_config(args.variant)
+    family = read_model_config(args.checkpoint)[0].name
+    if family not in LAYER_KINDS:
+        raise SystemExit(f"{args.checkpoint} holds a {family} model; this benchmark quantises {list(LAYER_KINDS)}")
+    config = importlib.import_module(f"configs.{family}").get_config(args.variant)
     s = config.sample
     if args.sampler:
         s.sampler = args.sampler
@@ -144,6 +164,8 @@ def main():
         s.num_steps = args.num_steps
     seeds = [int(v) for v in args.seeds.split(",")]
     module, params = load_model(args.checkpoint, step=args.step)
+    plan = family_plan(module)
+    kinds = LAYER_KINDS[family]
     diffusion = sampling_diffusion(s.sampler, s.num_steps, module.config.learn_sigma, **to_dict(config.diffusion))
     step_timesteps_cache["t"] = step_timesteps(diffusion)
     k = s.num_steps
@@ -174,12 +196,19 @@ def main():
         if unknown:
             raise SystemExit(f"unknown --recipes {unknown}; allowed: {list(recipes)}")
         recipes = {name: recipes[name] for name in wanted}
-    fid_recipes = {
+    fid_sets = {
         "all": ["minmax", "smoothquant", "ptq4dit-lite", "+ scaling (= HTG)", "htg G=1", f"htg G=T={k}",
                 "no smoothing (per-group ranges)", "+ grouping (shift per group)"],
         "main": ["minmax", "smoothquant", "ptq4dit-lite", "+ scaling (= HTG)", "htg G=1", f"htg G=T={k}"],
+        "core": ["minmax", "smoothquant", "ptq4dit-lite", "+ scaling (= HTG)"],
         "none": [],
-    }[args.fid]
+    }
+    if args.fid in fid_sets:
+        fid_recipes = fid_sets[args.fid]
+    else:
+        fid_recipes = [r.strip() for r in args.fid.split(",")]
+        if any(r not in recipes for r in fid_recipes):
+            raise SystemExit(f"--fid={args.fid!r}: use one of {list(fid_sets)} or comma-separated recipes of {list(recipes)}")
     features = DigitsFeatures()
     fid_labels = jnp.asarray(np.arange(args.num_fid_samples) % module.config.num_classes, jnp.int32)
 
@@ -203,12 +232,13 @@ def main():
     results["setup"] = dict(checkpoint=args.checkpoint, step=args.step, sampler=f"{s.sampler}-{k}",
                             cfg_scale=s.cfg_scale, calibration_samples=args.calibration_samples,
                             probe_samples=args.probe_samples, num_fid_samples=args.num_fid_samples, seeds=seeds,
-                            batch_for_timing=s.batch_size, backend=jax.default_backend())
+                            batch_for_timing=s.batch_size, backend=jax.default_backend(), family=family,
+                            layer_kinds=[[key, header] for key, header, _ in kinds])
     spec = spec_for(seeds[0])
     stats = None
     for seed in seeds:  # seed-major: a run stopped early still holds complete seeds
         t0 = time.perf_counter()
-        seed_stats = calibrate(module, params, diffusion, spec_for(seed))
+        seed_stats = calibrate(module, params, diffusion, spec_for(seed), plan.targets, plan.block_pattern)
         stats = seed_stats if stats is None else stats
         print(f"seed {seed} calibration: {args.calibration_samples} trajectories of {s.sampler}-{k}, "
               f"{time.perf_counter() - t0:.1f}s", flush=True)
@@ -223,7 +253,7 @@ def main():
                 qmodel, _ = quantize_dit(module, params, diffusion, spec_for(seed), qcfg, stats=seed_stats)
                 row = results.setdefault(f"W{bits}A8 {name}", {"fid_runs": []})
                 if seed == seeds[0]:  # per-layer errors and size: the first seed's calibration
-                    row.update(errors=layer_errors(module, params, qmodel, inputs, y, s.cfg_scale),
+                    row.update(errors=layer_errors(module, params, qmodel, inputs, y, s.cfg_scale, kinds),
                                bytes=model_bytes(params, qmodel, bits), groups=qmodel.meta["num_groups"])
                 if name in fid_recipes:
                     row["fid_runs"].append(fid_of(quantize_apply_fn(module, qmodel), variables(params, qmodel)["params"],
@@ -260,7 +290,8 @@ def main():
 
 
 def merge_results(paths):
-    """One results dict from runs of the same setup with different seeds (errors/sizes: the first run's)."""
+    """One results dict from runs of the same setup with different seeds, or with other recipes
+    (errors/sizes/timing: the first run's that has them)."""
     merged = None
     for path in paths:
         with open(path) as f:
@@ -272,11 +303,14 @@ def merge_results(paths):
         if any(merged["setup"].get(k) != res["setup"].get(k) for k in keys):
             raise SystemExit(f"{path}: another setup than {paths[0]} ({[k for k in keys if merged['setup'].get(k) != res['setup'].get(k)]})")
         merged["setup"]["seeds"] = merged["setup"]["seeds"] + res["setup"]["seeds"]
+        if "timing" in res and "timing" not in merged:
+            merged["timing"] = res["timing"]
         for name, row in res.items():
             if isinstance(row, dict) and "fid_runs" in row:
                 merged.setdefault(name, row)
-                if merged[name] is not row:
-                    merged[name]["fid_runs"] += row["fid_runs"]
+                if merged[name] is not row:  # a seed already present is the same computation (float rows)
+                    have = {r["seed"] for r in merged[name]["fid_runs"]}
+                    merged[name]["fid_runs"] += [r for r in row["fid_runs"] if r["seed"] not in have]
     return merged
 
 
@@ -308,28 +342,35 @@ def print_tables(results):
     float_runs = results["float"].get("fid_runs", [])
     seeds = sorted({r["seed"] for r in float_runs}) if float_runs else setup.get("seeds", [])  # the finished ones
     setup = {**setup, "seeds": seeds}
-    print(f"\n{setup.get('sampler')}, guidance {setup.get('cfg_scale')}, {setup.get('num_fid_samples')} FID samples, "
+    kinds = setup.get("layer_kinds") or [[key, header] for key, header, _ in LAYER_KINDS["dit"]]  # older JSONs: DiT
+    keys, heads = [k for k, _ in kinds], " | ".join(h for _, h in kinds)
+    dashes = "|---" * len(kinds)
+
+    def err(e, key, which):
+        return f"{e[key][which]:.2e}" if key in e else "-"
+
+    print(f"\n{setup.get('family', 'dit')}, {setup.get('sampler')}, guidance {setup.get('cfg_scale')}, {setup.get('num_fid_samples')} FID samples, "
           f"seeds {seeds} (mean ± sample std over seeds; ΔFID = FID - float FID of the same seed)")
-    print("\n| recipe | qkv | proj | fc1 | fc2 | act-only rel. err (W float, A8) |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n| recipe | {heads} | act-only rel. err (W float, A8) |")
+    print(f"|---{dashes}|---|")
     for name, row in results.items():
         if name.startswith("W8A8") and "errors" in row:
             e = row["errors"]
-            print(f"| {name[5:]} | " + " | ".join(f"{e[k]['act']:.2e}" for k in LAYERS) + " | |")
+            print(f"| {name[5:]} | " + " | ".join(err(e, k, "act") for k in keys) + " | |")
     f = results["float"]
     for bits in (8, 4):
-        print(f"\n| W{bits}A8 recipe | qkv | proj | fc1 | fc2 | digits FID | ΔFID vs float | precision | recall | "
+        print(f"\n| W{bits}A8 recipe | {heads} | digits FID | ΔFID vs float | precision | recall | "
               f"RMSE vs float samples | MB |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print(f"|---{dashes}|---|---|---|---|---|---|")
         runs = f.get("fid_runs", [])
         cells = (f"{mean_std([r['digits_fid'] for r in runs], '.2f')} | 0 | "
                  f"{mean_std([r['digits_precision'] for r in runs], '.3f')} | "
                  f"{mean_std([r['digits_recall'] for r in runs], '.3f')} | 0" if runs else "- | - | - | - | -")
-        print(f"| float | - | - | - | - | {cells} | {f['bytes'] / 1e6:.2f} |")
+        print(f"| float | {' | '.join('-' for _ in kinds)} | {cells} | {f['bytes'] / 1e6:.2f} |")
         for name, row in results.items():
             if name.startswith(f"W{bits}A8") and "errors" in row:
                 e = row["errors"]
-                print(f"| {name[5:]} | " + " | ".join(f"{e[k]['both']:.2e}" for k in LAYERS)
+                print(f"| {name[5:]} | " + " | ".join(err(e, k, "both") for k in keys)
                       + f" | {fid_cells(row, f.get('fid_runs', []), len(setup.get('seeds', [])))} | {row['bytes'] / 1e6:.2f} |")
     t = results.get("timing")
     if t:

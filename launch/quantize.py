@@ -1,4 +1,4 @@
-"""Post-training quantisation of a DiT or U-DiT checkpoint (HTG, or a baseline); see docs/htg.md.
+"""Post-training quantisation of a DiT, U-DiT or DiC checkpoint (HTG, or a baseline); see docs/htg.md.
 
   python -m launch.quantize --config=configs/dit.py:digits --checkpoint=workdirs/digits \
       --method=htg --weights=8 --activations=8 --output=/tmp/digits_w8a8

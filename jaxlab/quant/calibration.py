@@ -5,7 +5,8 @@ The model generates its own calibration trajectories with the sampler it will be
 ``jaxlab.diffusion.pipeline.make_class_sampler``: the batch doubled with null labels), then one
 jitted pass re-runs the model on every step's input under a flax method interceptor that
 records, for each target ``nn.Dense``/``nn.DenseGeneral``, the min and max of each input channel
-over all tokens and samples (both CFG halves: the quantised model sees both). No model code is
+over all tokens and samples (for a target ``nn.Conv``: over all pixels of the zero-padded input,
+``jaxlab.quant.conv``) (both CFG halves: the quantised model sees both). No model code is
 edited. HTG's protocol (as the re-implementation quotes Sec. 5.1): 32 class-conditional
 trajectories of the evaluation sampler.
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from jaxlab.diffusion.gaussian import GaussianDiffusion
 from jaxlab.diffusion.sampling import sample_loop
+from jaxlab.quant.conv import conv_padding, padded_range
 
 # Linears quantised by default in every DiT block (HTG's three smoothed inputs + fc2); the adaLN
 # linears ("adaLN_modulation/linear") are opt-in via ``targets``.
@@ -63,13 +65,17 @@ def channels_last(x: jax.Array, contracted: int) -> jax.Array:
 def _recording_interceptor(targets, block_pattern):
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
-        if context.method_name == "__call__" and isinstance(module, (nn.Dense, nn.DenseGeneral)):
+        if context.method_name == "__call__" and isinstance(module, (nn.Dense, nn.DenseGeneral, nn.Conv)):
             path = layer_path(module)
             if is_target(path, targets, block_pattern):
-                x = channels_last(args[0], num_contracted(module)).astype(jnp.float32)
-                x = x.reshape(-1, x.shape[-1])
-                module.sow("quant_stats", "min", x.min(axis=0))
-                module.sow("quant_stats", "max", x.max(axis=0))
+                if isinstance(module, nn.Conv):  # the padded input's range (jaxlab.quant.conv)
+                    mn, mx = padded_range(args[0], conv_padding(module))
+                else:
+                    x = channels_last(args[0], num_contracted(module)).astype(jnp.float32)
+                    x = x.reshape(-1, x.shape[-1])
+                    mn, mx = x.min(axis=0), x.max(axis=0)
+                module.sow("quant_stats", "min", mn)
+                module.sow("quant_stats", "max", mx)
         return next_fun(*args, **kwargs)
 
     return interceptor
@@ -184,7 +190,7 @@ def calibrate(module, params, diffusion: GaussianDiffusion, spec: CalibrationSpe
         flat.setdefault(layer, {})[kind] = np.asarray(value, np.float32)
     if not flat:
         raise ValueError(f"no layer matched the targets {targets} under {block_pattern!r}: the model has no block "
-                         f"linears of that name")
+                         f"linears or convs of that name")
     for layer, s in flat.items():
         if not (np.isfinite(s["min"]).all() and np.isfinite(s["max"]).all()):
             raise FloatingPointError(f"calibration activations of {layer} hold NaN/Inf: the checkpoint is broken")

@@ -15,13 +15,15 @@
   and the bias ``b + z_g W`` (exact in float). The FFN's depthwise convs, the level
   down/up-sampling convs, the ``reduce_chan`` linears between levels, embedders and the final
   layer stay float32.
-- **DiC**: refused (``family_plan``). Its blocks are 3x3 convolutions; the only linears are the
-  per-block ``affine`` modulation layers, which read the conditioning vector, not the image
-  activations, so quantising them alone would leave the whole compute path in float32. An
-  int8 conv needs a conv quantiser whose zero-point correction depends on the pixel position
-  (zero padding of an asymmetric input): not built.
+- **DiC** (``smoothing="unfused"``): every block's two 3x3 convs (``conv0``, ``conv1``) and its
+  1x1 ``skip`` conv where the block changes width (decoder blocks that take a concatenated
+  skip), as linears over their zero-padded patches (``jaxlab.quant.conv``); HTG's shift/scale
+  applied unfused like U-DiT's (folding fails for the same border reason: the convs pad with
+  zeros). The stem (``x_embedder``), the down/up-sampling convs, the ``output`` conv, the
+  GroupNorms, embedders and final layer stay float32; the blocks' ``affine`` modulation
+  linears are the adaLN linears of ``quantize_adaln``.
 
-``quantize_adaln`` adds the blocks' adaLN linears (DiT, U-DiT) to the quantised layers.
+``quantize_adaln`` adds the blocks' adaLN linears (DiT, U-DiT; DiC's ``affine``) to the quantised layers.
 """
 
 import dataclasses
@@ -31,20 +33,27 @@ from jaxlab.quant.calibration import ADALN, BLOCK_LINEARS, DIT_BLOCK_PATTERN
 UDIT_LINEARS = ("attn/to_qkv", "attn/to_out", "mlp/project_in_0", "mlp/project_in_1", "mlp/project_out_0",
                 "mlp/project_out_1", "mlp/project_in", "mlp/project_out", "mlp/fc1", "mlp/fc2")
 UDIT_BLOCK_PATTERN = r"(encoder_level_\d|latent|decoder_level_\d)_\d+/sub\d/"
+DIC_CONVS = ("conv0", "conv1", "skip")
+DIC_ADALN = "affine"
+DIC_BLOCK_PATTERN = r"(enc|lat|dec)_blocks_\d+_\d+/"
 
 
 @dataclasses.dataclass(frozen=True)
 class FamilyPlan:
-    """``targets``: linear path suffixes quantised; ``block_pattern``: regex a block's path starts
-    with; ``smoothing``: "folded" (``folding.build_quantized``) or "unfused" (``unfused.build_unfused``)."""
+    """``targets``: path suffixes of the quantised layers; ``block_pattern``: regex a block's path
+    starts with; ``smoothing``: "folded" (``folding.build_quantized``) or "unfused"
+    (``unfused.build_unfused``); ``adaln``: path suffix of the blocks' modulation linear
+    (``quantize_adaln``); ``convs``: the targets that are ``nn.Conv`` layers (``jaxlab.quant.conv``)."""
 
     family: str
     targets: tuple[str, ...]
     block_pattern: str
     smoothing: str
+    adaln: str = ADALN
+    convs: tuple[str, ...] = ()
 
     def calibration_targets(self, quantize_adaln: bool) -> tuple[str, ...]:
-        return self.targets + ((ADALN,) if quantize_adaln else ())
+        return self.targets + ((self.adaln,) if quantize_adaln else ())
 
 
 def family_plan(module) -> FamilyPlan:
@@ -58,9 +67,6 @@ def family_plan(module) -> FamilyPlan:
     if isinstance(module, UDiT):
         return FamilyPlan("udit", UDIT_LINEARS, UDIT_BLOCK_PATTERN, "unfused")
     if isinstance(module, DiC):
-        raise ValueError(
-            "DiC is not supported: its blocks are 3x3 convolutions and jaxlab.quant quantises linears; DiC's only "
-            "block linears are the 'affine' modulation layers, which read the conditioning vector, so the image "
-            "compute path would stay float32 (see docs/htg.md, 'What is quantised')"
-        )
-    raise ValueError(f"{type(module).__name__} is not supported: jaxlab.quant quantises DiT and U-DiT (see docs/htg.md)")
+        return FamilyPlan("dic", DIC_CONVS, DIC_BLOCK_PATTERN, "unfused", DIC_ADALN, DIC_CONVS)
+    raise ValueError(f"{type(module).__name__} is not supported: jaxlab.quant quantises DiT, U-DiT and DiC "
+                     f"(see docs/htg.md)")

@@ -1,5 +1,5 @@
 """Post-training quantisation in one call: calibrate, then fold (DiT) or smooth at the layer
-(U-DiT) and quantise (``jaxlab.quant.families`` says what, per family)."""
+(U-DiT, DiC) and quantise (``jaxlab.quant.families`` says what, per family)."""
 
 import dataclasses
 
@@ -13,7 +13,7 @@ from jaxlab.train.params_io import read_model_config
 
 
 def check_supported(module) -> None:
-    """Raises for a family ``jaxlab.quant`` cannot quantise (DiC, non-diffusion models)."""
+    """Raises for a family ``jaxlab.quant`` cannot quantise (anything but DiT, U-DiT and DiC)."""
     family_plan(module)
 
 
@@ -34,7 +34,7 @@ def check_checkpoint_matches(family_name: str, model_fields: dict, checkpoint) -
 
 def quantize_dit(module, params: dict, diffusion: GaussianDiffusion, spec: CalibrationSpec, qcfg: QuantConfig,
                  stats: dict | None = None) -> tuple[QuantizedDiT, dict]:
-    """``(quantised model, calibration stats)`` of a DiT or U-DiT; pass ``stats`` to reuse a calibration."""
+    """``(quantised model, calibration stats)`` of a DiT, U-DiT or DiC; pass ``stats`` to reuse a calibration."""
     plan = family_plan(module)
     qcfg.validate()
     spec.validate()
@@ -42,8 +42,10 @@ def quantize_dit(module, params: dict, diffusion: GaussianDiffusion, spec: Calib
         stats = calibrate(module, params, diffusion, spec, plan.calibration_targets(qcfg.quantize_adaln),
                           plan.block_pattern)
     meta = dict(calibration=dataclasses.asdict(spec), family=plan.family)
-    build = build_quantized if plan.smoothing == "folded" else build_unfused
-    qmodel = build(params, stats, step_timesteps(diffusion), qcfg, _table_size(diffusion), meta)
+    if plan.smoothing == "folded":
+        qmodel = build_quantized(params, stats, step_timesteps(diffusion), qcfg, _table_size(diffusion), meta)
+    else:
+        qmodel = build_unfused(params, stats, step_timesteps(diffusion), qcfg, _table_size(diffusion), meta, plan.convs)
     return qmodel, stats
 
 

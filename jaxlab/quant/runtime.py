@@ -1,7 +1,9 @@
 """Running a ``QuantizedDiT``: a flax method interceptor that replaces the tabled linears.
 
-A table entry with ``in_shift`` (``jaxlab.quant.unfused``, U-DiT) first maps its input to
-``(X - z_k) / s``; folded entries (DiT) receive the already smoothed input.
+A table entry with ``in_shift`` (``jaxlab.quant.unfused``, U-DiT and DiC) first maps its input to
+``(X - z_k) / s``; folded entries (DiT) receive the already smoothed input. Tabled ``nn.Conv``
+layers (DiC) run as ``jaxlab.quant.conv`` describes: zero-pad, smooth, quantise, ``VALID`` conv
+(``int8 x int8 -> int32`` ``conv_general_dilated`` in integer mode).
 
 ``quantized_apply(module, mode)`` returns an ``apply(variables, x, t, y, *args, method=None)``
 with ``module.apply``'s signature, where ``variables = {"params": {"float": params, "quant":
@@ -28,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlab.quant.calibration import channels_last, layer_path, num_contracted
+from jaxlab.quant.conv import conv_padding, conv_valid, int_conv, pad
 from jaxlab.quant.quantizers import dequantize, int_matmul, quantize
 
 MODES = ("float", "fake", "integer", "probe")
@@ -40,27 +43,48 @@ def _features(module) -> tuple[int, ...]:
 
 def linear(entry: dict, x2: jax.Array, k: jax.Array, mode: str, bits: int, act_symmetric: bool):
     """One tabled linear on ``x2 [..., I]`` at step ``k``: ``[..., O]`` float32 (and the probe's sums)."""
+    return _tabled(entry, x2, k, mode, bits, act_symmetric, jnp.matmul, int_matmul)
+
+
+def conv(entry: dict, x_NHWC: jax.Array, k: jax.Array, mode: str, bits: int, act_symmetric: bool, kernel_size: int,
+         padding: int):
+    """One tabled conv (``jaxlab.quant.conv``) on ``x [N, H, W, C]`` at step ``k``: ``[N, H', W', O]``
+    float32 (and the probe's sums). The zero padding comes first, the smoothing after it."""
+    shape = (kernel_size, kernel_size, x_NHWC.shape[-1], -1)  # the table's kernel is the flattened HWIO
+
+    def product(x, w):
+        return conv_valid(x, w.reshape(shape))
+
+    def int_product(qx, w, zx, zw):
+        return int_conv(qx, w.reshape(shape), zx, zw)
+
+    return _tabled(entry, pad(x_NHWC.astype(jnp.float32), padding), k, mode, bits, act_symmetric, product, int_product)
+
+
+def _tabled(entry, x, k, mode, bits, act_symmetric, product, int_product):
+    """A tabled layer whose float product is ``product(x, kernel)`` and integer one
+    ``int_product(qx, w_int, a_zp, w_zp)`` (int32, zero points corrected)."""
     bias = entry["bias"][entry["bias_row"][k]]
-    x2 = x2.astype(jnp.float32)
+    x = x.astype(jnp.float32)
     if "in_shift" in entry:  # unfused smoothing (jaxlab.quant.unfused): X^ = (X - z_k) / s at the layer
-        x2 = (x2 - entry["in_shift"][entry["in_shift_row"][k]]) * entry["in_inv_scale"]
+        x = (x - entry["in_shift"][entry["in_shift_row"][k]]) * entry["in_inv_scale"]
     if "w_int" not in entry or mode == "float":
-        return x2 @ entry["kernel"] + bias, None
+        return product(x, entry["kernel"]) + bias, None
     g = entry["act_row"][k]
     a_step, a_zp = entry["a_step"][g], entry["a_zp"][g]
-    qx = quantize(x2, a_step, a_zp, bits, act_symmetric)
+    qx = quantize(x, a_step, a_zp, bits, act_symmetric)
     w_int = entry["w_int"].astype(jnp.int32)
     if mode == "integer":
-        acc = int_matmul(qx, w_int, a_zp, entry["w_zp"])
+        acc = int_product(qx, w_int, a_zp, entry["w_zp"])
         return acc.astype(jnp.float32) * (a_step * entry["w_step"]) + bias, None
     xq = dequantize(qx, a_step, a_zp)
     wq = dequantize(w_int, entry["w_step"], entry["w_zp"])
     if mode == "fake":
-        return xq @ wq + bias, None
-    ref = x2 @ entry["kernel"] + bias
+        return product(xq, wq) + bias, None
+    ref = product(x, entry["kernel"]) + bias
     sums = dict(
-        act=((xq @ entry["kernel"] + bias - ref) ** 2).sum(),
-        both=((xq @ wq + bias - ref) ** 2).sum(),
+        act=((product(xq, entry["kernel"]) + bias - ref) ** 2).sum(),
+        both=((product(xq, wq) + bias - ref) ** 2).sum(),
         ref=(ref**2).sum(),
     )
     return ref, sums
@@ -71,20 +95,24 @@ def _interceptor(tables: dict, k: jax.Array, mode: str, meta: dict):
 
     def interceptor(next_fun, args, kwargs, context):
         module = context.module
-        if context.method_name != "__call__" or not isinstance(module, (nn.Dense, nn.DenseGeneral)):
+        if context.method_name != "__call__" or not isinstance(module, (nn.Dense, nn.DenseGeneral, nn.Conv)):
             return next_fun(*args, **kwargs)
         path = layer_path(module)
         entry = tables["layers"].get(path)
         if entry is None:
             return next_fun(*args, **kwargs)
         x = args[0]
-        contracted = num_contracted(module)
-        y2, sums = linear(entry, channels_last(x, contracted), k, mode, q["act_bits"], q["act_symmetric"])
+        if isinstance(module, nn.Conv):
+            y, sums = conv(entry, x, k, mode, q["act_bits"], q["act_symmetric"], module.kernel_size[0],
+                           conv_padding(module))
+        else:
+            contracted = num_contracted(module)
+            y2, sums = linear(entry, channels_last(x, contracted), k, mode, q["act_bits"], q["act_symmetric"])
+            y = y2.reshape(*x.shape[: x.ndim - contracted], *_features(module))
         if sums is not None:
             for name, value in sums.items():
                 module.sow("quant_error", name, value)
-        lead = x.shape[: x.ndim - contracted]
-        return y2.reshape(*lead, *_features(module)).astype(module.dtype or jnp.float32)
+        return y.astype(module.dtype or jnp.float32)
 
     return interceptor
 

@@ -1,4 +1,4 @@
-"""Quantising the converted tiny official U-DiT (unfused smoothing) and refusing DiC."""
+"""Quantising the converted tiny official U-DiT (unfused smoothing)."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,6 @@ from flax.traverse_util import flatten_dict
 
 from jaxlab.convert import from_torch
 from jaxlab.diffusion.pipeline import sampling_diffusion
-from jaxlab.models.dic import DiC, DiCConfig
 from jaxlab.quant.calibration import CalibrationSpec, is_target, step_timesteps
 from jaxlab.quant.config import method_config
 from jaxlab.quant.families import UDIT_BLOCK_PATTERN, UDIT_LINEARS
@@ -84,8 +83,3 @@ def test_calibrated_w8a8_udit_within_bound(converted):
     want = module.apply({"params": params}, x, t, y)
     fake = quantized_apply(module, qmodel.meta, "fake")(variables(params, qmodel), x, t, y)
     assert 0 < float(jnp.abs(fake - want).max()) < 0.1 * float(jnp.abs(want).max())
-
-
-def test_dic_is_refused_with_the_reason():
-    with pytest.raises(ValueError, match="DiC is not supported: its blocks are 3x3 convolutions"):
-        quantize_dit(DiC(DiCConfig()), {}, None, SPEC, method_config("htg"))
