@@ -5,8 +5,9 @@ For every run (``--run NAME=WORKDIR``, each an EDMTask or QACTask training workd
 ``--seed``) are solved with Euler / Heun / DPM-Solver++(2M) at each NFE budget (default: the
 issue's 3, 4, 6, 8, 12, 18, 35). Heun meets odd budgets with EDM's sampler (Euler last step to
 sigma = 0, NFE = 2N - 1) and even budgets with a Heun last step (``final_denoise=False``: the grid
-ends at sigma_min, NFE = 2N); each Heun cell records which (``final_denoise``). QAC runs draw one code per noise from their prior (``config.qac.prior``,
-or ``--prior``) once, and reuse those codes for every cell. Each cell's samples get the digits FID
+ends at sigma_min, NFE = 2N); each Heun cell records which (``final_denoise``). QAC runs draw one
+code per noise from their prior (``config.qac.prior``, or ``--prior``) once, and reuse those codes
+for every cell. Each cell's samples get the digits FID
 (``jaxlab.eval.digits_features``, against the 1,797 real digits). Curvature: ``trajectory_curvature``
 of Heun trajectories at ``--curvature_nfe`` on the first 64 noises (QAC: with their codes).
 
