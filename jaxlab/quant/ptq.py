@@ -42,10 +42,8 @@ def quantize_dit(module, params: dict, diffusion: GaussianDiffusion, spec: Calib
         stats = calibrate(module, params, diffusion, spec, plan.calibration_targets(qcfg.quantize_adaln),
                           plan.block_pattern)
     meta = dict(calibration=dataclasses.asdict(spec), family=plan.family)
-    if plan.smoothing == "folded":
-        qmodel = build_quantized(params, stats, step_timesteps(diffusion), qcfg, _table_size(diffusion), meta)
-    else:
-        qmodel = build_unfused(params, stats, step_timesteps(diffusion), qcfg, _table_size(diffusion), meta, plan.convs)
+    args = (params, stats, step_timesteps(diffusion), qcfg, _table_size(diffusion), meta)
+    qmodel = build_quantized(*args) if plan.smoothing == "folded" else build_unfused(*args, convs=plan.convs)
     return qmodel, stats
 
 

@@ -172,12 +172,8 @@ def inherit(spec: LadderSpec, seed: int, toks: dict, teacher_dir: pathlib.Path, 
     return _json(info_path, info)
 
 
-def select_round(spec: LadderSpec, seed: int, toks: dict, round1: pathlib.Path, path: pathlib.Path, log,
-                 uniform: bool = False) -> str:
-    """Losses of round 1's batches under its final params, softmax draw, saved selection.
-
-    ``uniform``: the control draw, every batch equally likely (the same number of distinct batches, the
-    losses still recorded); the softmax draw with all losses equal."""
+def select_round(spec: LadderSpec, seed: int, toks: dict, round1: pathlib.Path, path: pathlib.Path, log) -> str:
+    """Losses of round 1's batches under its final params, softmax draw, saved selection."""
     from jaxlab.train.params_io import load_model
 
     if path.exists():
@@ -188,11 +184,26 @@ def select_round(spec: LadderSpec, seed: int, toks: dict, round1: pathlib.Path, 
     cfg = module.config
     losses = mr.batch_losses(lambda prm, b: inh.lm_loss(cfg, prm, b), params,
                              lambda k: stream.batch(0, k * spec.batch_size, spec.batch_size), range(spec.steps))
-    ids = mr.sample_batches(np.zeros_like(losses) if uniform else losses, spec.round_ratio, seed=seed)
+    ids = mr.sample_batches(losses, spec.round_ratio, seed=seed)
     mr.save_selection(path, batch_ids=ids, losses=losses, seed=seed, ratio=spec.round_ratio, data_spec=data_spec,
                       batch_size=spec.batch_size, stream_seed=0)
-    log(f"seed {seed}: round-2 {'uniform ' if uniform else ''}selection of {len(ids)}/{len(losses)} batches "
-        f"(loss mean {losses.mean():.3f}, "
+    log(f"seed {seed}: round-2 selection of {len(ids)}/{len(losses)} batches (loss mean {losses.mean():.3f}, "
+        f"selected {losses[ids].mean():.3f})")
+    return str(path)
+
+
+def uniform_selection(seed: int, selection: str, path: pathlib.Path, log) -> str:
+    """The control's selection: as many batches as ``selection`` (a saved round-2 selection) holds,
+    drawn with every batch equally likely (the softmax draw with all losses equal); its recorded
+    losses and data are ``selection``'s."""
+    if path.exists():
+        return str(path)
+    sel = mr.load_selection(selection)
+    losses = np.asarray(sel["losses"], np.float64)
+    ids = mr.sample_batches(np.zeros_like(losses), sel["ratio"], seed=seed)
+    mr.save_selection(path, batch_ids=ids, losses=losses, seed=seed, ratio=sel["ratio"], data_spec=sel["data_spec"],
+                      batch_size=sel["batch_size"], stream_seed=sel["stream_seed"])
+    log(f"seed {seed}: round-2 uniform selection of {len(ids)}/{len(losses)} batches (loss mean {losses.mean():.3f}, "
         f"selected {losses[ids].mean():.3f})")
     return str(path)
 
@@ -216,8 +227,7 @@ def run_seed(spec: LadderSpec, seed: int, toks: dict, run_config, log) -> dict:
     n_round = len(mr.load_selection(selection)["batch_ids"])
     _train(run_config, root / "second_round", log, model=spec.deep, tokenizer=toks["compact"], steps=n_round,
            init_from=str(root / "inheritance"), selection=selection, **common)
-    control = select_round(spec, seed, toks, root / "inheritance", root / "round2_uniform_selection.json", log,
-                           uniform=True)
+    control = uniform_selection(seed, selection, root / "round2_uniform_selection.json", log)
     _train(run_config, root / "second_round_uniform", log, model=spec.deep, tokenizer=toks["compact"], steps=n_round,
            init_from=str(root / "inheritance"), selection=control, **common)
     return {"inheritance": info, "round_steps": n_round}
