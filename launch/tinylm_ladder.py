@@ -17,6 +17,11 @@ Per seed (``--ladder_seeds``), in ``DIR/seed<k>/``:
 5. ``second_round``: rung 4 continued on ``--ladder_round_ratio`` of its own batches drawn with
    p = softmax(batch loss) (``jaxlab.tinylm.multiround``).
 
+With ``--ladder_teacher_dir`` every seed inherits from that one trained teacher (the paper inherits
+from one trained model) instead of training ``seed<k>/teacher``. Rungs 1-3 run first for every seed, so
+the shared teacher may still be training (another ladder's seed 0, in another process): the command
+stops with an error before rung 4 when it is not finished, and rerunning it then resumes.
+
 Control (a row of the report, not a rung): ``second_round_uniform``, rung 5 with its batches drawn
 uniformly (same init, number of batches, schedule and tokens), which separates the loss-based
 selection from the extra tokens.
@@ -55,6 +60,9 @@ _MASK_STEPS = flags.DEFINE_integer("ladder_mask_steps", 100, "steps of learned-m
 _PROBE = flags.DEFINE_integer("ladder_probe_batches", 8, "training batches for layer importance / Taylor / masks")
 _MIDDLE = flags.DEFINE_enum("ladder_middle", "uniform", ["uniform", "importance", "random"], "middle-layer rule")
 _RATIO = flags.DEFINE_float("ladder_round_ratio", 0.5, "fraction of batches drawn for the second round")
+_TEACHER_DIR = flags.DEFINE_string(
+    "ladder_teacher_dir", "", "a teacher training workdir (e.g. another ladder's seed0/teacher) that every seed inherits "
+    "from instead of training its own; its shape and steps replace --ladder_teacher(_steps)")
 _DECODE = flags.DEFINE_integer("ladder_decode_tokens", 120, "new tokens per decode-speed call")
 _REPEATS = flags.DEFINE_integer("ladder_decode_repeats", 9, "interleaved decode-speed rounds")
 
@@ -65,13 +73,14 @@ def _shape(values, vocab: int) -> dict:
 
 
 def spec_from_flags(workdir: str) -> ladder.LadderSpec:
-    return ladder.LadderSpec(
+    spec = ladder.LadderSpec(
         workdir=pathlib.Path(workdir).absolute(), seeds=tuple(int(s) for s in _SEEDS.value), steps=_STEPS.value,
         teacher_steps=_TEACHER_STEPS.value, batch_size=_BATCH.value, seq_length=_SEQ.value, vocab=_VOCAB.value,
         compact_vocab=_COMPACT.value, teacher=_shape(_TEACHER.value, _VOCAB.value),
         shallow=_shape(_SHALLOW.value, _VOCAB.value), deep=_shape(_DEEP.value, _COMPACT.value),
         criterion=_CRITERION.value, mask_steps=_MASK_STEPS.value, probe_batches=_PROBE.value, middle=_MIDDLE.value,
         round_ratio=_RATIO.value, decode_tokens=_DECODE.value, decode_repeats=_REPEATS.value)
+    return ladder.shared_teacher(spec, _TEACHER_DIR.value) if _TEACHER_DIR.value else spec
 
 
 def main(argv):

@@ -53,6 +53,9 @@ class LadderSpec:
     decode_repeats: int = 5
     keep_first: int = 1
     keep_last: int = 1
+    # A teacher training workdir shared by every seed (``shared_teacher``); None: each seed trains its own
+    # in ``seed<k>/teacher`` with its seed.
+    teacher_dir: pathlib.Path | None = None
 
     def validate(self) -> None:
         t, d = LMConfig.from_dict(self.teacher), LMConfig.from_dict(self.deep)
@@ -67,6 +70,43 @@ class LadderSpec:
         if min(self.steps, self.teacher_steps, self.batch_size, self.mask_steps, self.probe_batches) < 1:
             raise ValueError("steps, teacher steps, batch size, mask steps and probe batches must be >= 1")
         inh.keep_ratios(t, {"hidden": d.hidden_size, "heads": d.num_heads, "mlp": d.intermediate_size})
+
+
+def shared_teacher(spec: LadderSpec, path: str | pathlib.Path) -> LadderSpec:
+    """``spec`` with every seed inheriting from the teacher trained in the workdir ``path`` (as the paper
+    inherits from one trained model) instead of training one teacher per seed.
+
+    The teacher's shape and step count are read from its ``model.json`` / ``config.json``; it may still be
+    training when the ladder starts (``check_shared_teacher``).
+    """
+    path = pathlib.Path(path).absolute()
+    if not (path / "config.json").exists() or not (path / "model.json").exists():
+        raise ValueError(f"--ladder_teacher_dir={path} is not a training workdir (no config.json / model.json); "
+                         f"give the workdir of a ladder teacher (seed<k>/teacher) or of a `launch.train` LM run")
+    config, model = _json(path / "config.json"), _json(path / "model.json")
+    if model["family"] != "lm":
+        raise ValueError(f"--ladder_teacher_dir={path} holds a {model['family']!r} model; the teacher must be an 'lm'")
+    return dataclasses.replace(spec, teacher_dir=path, teacher=model["config"],
+                               teacher_steps=int(config["training"]["num_steps"]))
+
+
+def check_shared_teacher(spec: LadderSpec, toks: dict, finished: bool) -> None:
+    """Raise unless the shared teacher was trained on this ladder's original tokenizer (and, when
+    ``finished``, has its checkpoint at its last step: a teacher still training is an error only there)."""
+    config = _json(spec.teacher_dir / "config.json")
+    data = config["data"]
+    tokenizer = _parse(data["path"]).get("tokenizer", "") if data["source"] == "lm_text" else ""
+    if not tokenizer or not pathlib.Path(tokenizer).exists() or pathlib.Path(tokenizer).read_bytes() != pathlib.Path(toks["original"]).read_bytes():
+        raise ValueError(f"the teacher in {spec.teacher_dir} was trained on data {data['source']}:{data['path']!r}, not on "
+                         f"this ladder's original tokenizer {toks['original']} (a BPE of --ladder_vocab="
+                         f"{spec.vocab} ids); train it with the ladder (seed<k>/teacher of another workdir)")
+    if finished and not (spec.teacher_dir / "checkpoints" / str(spec.teacher_steps)).exists():
+        raise ValueError(f"the teacher in {spec.teacher_dir} has no checkpoint at its last step {spec.teacher_steps} "
+                         f"(still training?); rerun when it has: the rungs without a teacher are done and kept")
+
+
+def teacher_dir(spec: LadderSpec, seed: int) -> pathlib.Path:
+    return spec.teacher_dir or spec.workdir / f"seed{seed}" / "teacher"
 
 
 def _json(path: pathlib.Path, payload=None):
@@ -208,19 +248,27 @@ def uniform_selection(seed: int, selection: str, path: pathlib.Path, log) -> str
     return str(path)
 
 
-def run_seed(spec: LadderSpec, seed: int, toks: dict, run_config, log) -> dict:
+def train_teacher_free(spec: LadderSpec, seed: int, toks: dict, run_config, log) -> None:
+    """The seed's own teacher (unless shared) and rungs 1-3 (they need no teacher)."""
     root = spec.workdir / f"seed{seed}"
     root.mkdir(parents=True, exist_ok=True)
     common = dict(seed=seed, batch_size=spec.batch_size, seq_length=spec.seq_length)
+    if spec.teacher_dir is None:
+        _train(run_config, root / "teacher", log, model=spec.teacher, tokenizer=toks["original"],
+               steps=spec.teacher_steps, **common)
     shallow_compact = {**spec.shallow, "vocab_size": spec.compact_vocab}
-    _train(run_config, root / "teacher", log, model=spec.teacher, tokenizer=toks["original"], steps=spec.teacher_steps,
-           **common)
     _train(run_config, root / "baseline", log, model=spec.shallow, tokenizer=toks["original"], steps=spec.steps, **common)
     _train(run_config, root / "compact_tokenizer", log, model=shallow_compact, tokenizer=toks["compact"],
            steps=spec.steps, **common)
     _train(run_config, root / "deeper_narrower", log, model=spec.deep, tokenizer=toks["compact"], steps=spec.steps,
            **common)
-    info = inherit(spec, seed, toks, root / "teacher", root / "inherited_init", log)
+
+
+def train_from_teacher(spec: LadderSpec, seed: int, toks: dict, run_config, log) -> dict:
+    """Rungs 4-5 (inheritance from the seed's or the shared teacher, second round) and the control."""
+    root = spec.workdir / f"seed{seed}"
+    common = dict(seed=seed, batch_size=spec.batch_size, seq_length=spec.seq_length)
+    info = inherit(spec, seed, toks, teacher_dir(spec, seed), root / "inherited_init", log)
     _train(run_config, root / "inheritance", log, model=spec.deep, tokenizer=toks["compact"], steps=spec.steps,
            init_from=str(root / "inherited_init"), **common)
     selection = select_round(spec, seed, toks, root / "inheritance", root / "round2_selection.json", log)
@@ -244,7 +292,7 @@ def evaluate_seed(spec: LadderSpec, seed: int, toks: dict) -> dict:
     if not missing:
         return out
     for name in missing:
-        module, params = load_model(root / name)
+        module, params = load_model(teacher_dir(spec, seed) if name == "teacher" else root / name)
         tok = toks["original"] if module.config.vocab_size == spec.vocab else toks["compact"]
         windows = PackedCorpus(**_parse(_data_spec(spec, tok, module.config.vocab_size)), split="eval").windows()
         out[name] = per_byte_perplexity(module, params, windows, token_bytes(load_tokenizer(tok)))
@@ -256,7 +304,7 @@ def decode_speeds(spec: LadderSpec, seed: int, toks: dict) -> dict:
     from jaxlab.train.params_io import load_model
 
     root = spec.workdir / f"seed{seed}"
-    models = {n: load_model(root / n) for n in ("teacher",) + RUNGS + CONTROLS}
+    models = {n: load_model(teacher_dir(spec, seed) if n == "teacher" else root / n) for n in ("teacher",) + RUNGS + CONTROLS}
     prompt = np.asarray(load_tokenizer(toks["compact"]).encode("The for statement").ids[:4], np.int32)[None]
     prompt = np.clip(prompt, 0, min(spec.vocab, spec.compact_vocab) - 1)  # ids valid in both vocabularies
     times = {n: [] for n in models}
@@ -279,7 +327,9 @@ def report(spec: LadderSpec, toks: dict, results: dict, speeds: dict, infos: dic
     shapes.update({n: (spec.deep, spec.compact_vocab) for n in RUNGS[2:] + CONTROLS})
     round_steps = {s: infos[s]["round_steps"] for s in infos}
     lines = [f"Seeds: {list(spec.seeds)}; {spec.steps} steps x {spec.batch_size} windows x {spec.seq_length} tokens "
-             f"per tiny rung, teacher {spec.teacher_steps} steps; held-out = the eval pydoc topics.", "",
+             f"per tiny rung, teacher {spec.teacher_steps} steps"
+             + (f" (one teacher for every seed: {spec.teacher_dir})" if spec.teacher_dir else "")
+             + "; held-out = the eval pydoc topics.", "",
              "| rung | width x layers (heads, ffn) | vocab | params | train tokens | held-out ppl / byte | "
              "per seed | decode tok/s (seed " + str(spec.seeds[0]) + ") |", "|---|---|---|---|---|---|---|---|"]
     rows = []
@@ -321,9 +371,15 @@ def run_ladder(spec: LadderSpec, run_config: Callable, log=print) -> dict:
     spec.validate()
     spec.workdir.mkdir(parents=True, exist_ok=True)
     toks = prepare_tokenizers(spec, log)
+    if spec.teacher_dir:
+        check_shared_teacher(spec, toks, finished=False)
+    for seed in spec.seeds:  # first for every seed, so that a shared teacher can train meanwhile elsewhere
+        train_teacher_free(spec, seed, toks, run_config, log)
+    if spec.teacher_dir:
+        check_shared_teacher(spec, toks, finished=True)
     infos, results = {}, {}
     for seed in spec.seeds:
-        infos[seed] = run_seed(spec, seed, toks, run_config, log)
+        infos[seed] = train_from_teacher(spec, seed, toks, run_config, log)
         results[seed] = evaluate_seed(spec, seed, toks)
         log(f"seed {seed}: {results[seed]}")
     speeds = decode_speeds(spec, spec.seeds[0], toks)
