@@ -9,8 +9,9 @@ tokenizer=/tmp/pydoc_bpe512.json``. A Hugging Face ``tokenizer.json`` (e.g. Pyth
 
 import pathlib
 
-from absl import app, flags
+from absl import flags
 
+from jaxlab import cli
 from jaxlab.lm.data import corpus_documents
 from jaxlab.lm.tokenizer import train_bpe
 
@@ -31,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

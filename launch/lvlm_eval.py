@@ -18,6 +18,7 @@ import pathlib
 import numpy as np
 from absl import app, flags
 
+from jaxlab import cli
 from jaxlab.data import shapes_vqa
 from jaxlab.lvlm.positions import rope_index
 from jaxlab.lvlm.ptd import ptd
@@ -77,4 +78,4 @@ def main(argv):
         pathlib.Path(_JSON.value).write_text(json.dumps({"runs": rows, "summary": summary}, indent=1))
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

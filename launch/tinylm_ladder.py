@@ -37,9 +37,10 @@ import pathlib
 import time
 
 import jax
-from absl import app, flags
+from absl import flags
 
 from configs import tinylm as tl_configs
+from jaxlab import cli
 from jaxlab.tinylm import ladder
 
 from .train import _WORKDIR  # the shared --workdir flag (one definition per flag name)
@@ -94,4 +95,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

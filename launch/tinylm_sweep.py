@@ -15,9 +15,10 @@ import json
 import pathlib
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from configs import tinylm as tl_configs
+from jaxlab import cli
 from jaxlab.lm.data import PackedCorpus, corpus_documents, parse_spec
 from jaxlab.lm.tokenizer import load_tokenizer, train_bpe
 from jaxlab.tinylm import sweep
@@ -96,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

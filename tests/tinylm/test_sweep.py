@@ -77,3 +77,11 @@ def test_ladder_command_runs_and_resumes(tmp_path):
     assert all(np.isfinite(r["ppl_per_byte"]).all() for r in result["rows"])
     again = subprocess.run(cmd, check=True, capture_output=True, text=True)  # everything exists: nothing retrains
     assert "trained" not in again.stdout
+
+    shared = tmp_path / "shared"  # another seed inheriting from seed 0's teacher instead of training its own
+    cmd_shared = [c.replace(f"--workdir={tmp_path}", f"--workdir={shared}") for c in cmd]
+    subprocess.run(cmd_shared + ["--ladder_seeds=1", f"--ladder_teacher_dir={tmp_path / 'seed0' / 'teacher'}"],
+                   check=True, capture_output=True)
+    assert not (shared / "seed1" / "teacher").exists()
+    rows = {r["rung"]: r["ppl_per_byte"] for r in json.loads((shared / "ladder.json").read_text())["rows"]}
+    assert rows["teacher"] == [r["ppl_per_byte"] for r in result["rows"] if r["rung"] == "teacher"][0]
