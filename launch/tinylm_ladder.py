@@ -2,7 +2,8 @@
 
   python -m launch.tinylm_ladder --workdir=/tmp/tinylm_ladder                     # CPU defaults
   python -m launch.tinylm_ladder --workdir=/tmp/ladder_big --ladder_teacher=320,8,10,864 \\
-      --ladder_shallow=256,2,8,688 --ladder_deep=160,6,5,432 --ladder_steps=2000     # ~11M -> ~2.5M
+      --ladder_shallow=256,2,8,688 --ladder_deep=160,6,5,432 --ladder_steps=1000 \\
+      --ladder_teacher_steps=2000                                # 11.2M -> 2.0-2.6M (docs/tinylm.md)
 
 Per seed (``--ladder_seeds``), in ``DIR/seed<k>/``:
 

@@ -95,18 +95,22 @@ def check_shared_teacher(spec: LadderSpec, toks: dict, finished: bool) -> None:
     ``finished``, has its checkpoint at its last step: a teacher still training is an error only there)."""
     config = _json(spec.teacher_dir / "config.json")
     data = config["data"]
-    tokenizer = _parse(data["path"]).get("tokenizer", "") if data["source"] == "lm_text" else ""
-    if not tokenizer or not pathlib.Path(tokenizer).exists() or pathlib.Path(tokenizer).read_bytes() != pathlib.Path(toks["original"]).read_bytes():
-        raise ValueError(f"the teacher in {spec.teacher_dir} was trained on data {data['source']}:{data['path']!r}, not on "
-                         f"this ladder's original tokenizer {toks['original']} (a BPE of --ladder_vocab="
+    tokenizer = pathlib.Path(_parse(data["path"]).get("tokenizer", "") if data["source"] == "lm_text" else "")
+    ours = pathlib.Path(toks["original"]).read_bytes()
+    if not tokenizer.name or not tokenizer.is_file() or tokenizer.read_bytes() != ours:
+        raise ValueError(f"the teacher in {spec.teacher_dir} was trained on data {data['source']}:{data['path']!r}, "
+                         f"not on this ladder's original tokenizer {toks['original']} (a BPE of --ladder_vocab="
                          f"{spec.vocab} ids); train it with the ladder (seed<k>/teacher of another workdir)")
     if finished and not (spec.teacher_dir / "checkpoints" / str(spec.teacher_steps)).exists():
         raise ValueError(f"the teacher in {spec.teacher_dir} has no checkpoint at its last step {spec.teacher_steps} "
                          f"(still training?); rerun when it has: the rungs without a teacher are done and kept")
 
 
-def teacher_dir(spec: LadderSpec, seed: int) -> pathlib.Path:
-    return spec.teacher_dir or spec.workdir / f"seed{seed}" / "teacher"
+def run_dir(spec: LadderSpec, seed: int, name: str) -> pathlib.Path:
+    """Where seed ``seed``'s run ``name`` (``"teacher"``, a rung or a control) is trained."""
+    if name == "teacher" and spec.teacher_dir:
+        return spec.teacher_dir
+    return spec.workdir / f"seed{seed}" / name
 
 
 def _json(path: pathlib.Path, payload=None):
@@ -268,7 +272,7 @@ def train_from_teacher(spec: LadderSpec, seed: int, toks: dict, run_config, log)
     """Rungs 4-5 (inheritance from the seed's or the shared teacher, second round) and the control."""
     root = spec.workdir / f"seed{seed}"
     common = dict(seed=seed, batch_size=spec.batch_size, seq_length=spec.seq_length)
-    info = inherit(spec, seed, toks, teacher_dir(spec, seed), root / "inherited_init", log)
+    info = inherit(spec, seed, toks, run_dir(spec, seed, "teacher"), root / "inherited_init", log)
     _train(run_config, root / "inheritance", log, model=spec.deep, tokenizer=toks["compact"], steps=spec.steps,
            init_from=str(root / "inherited_init"), **common)
     selection = select_round(spec, seed, toks, root / "inheritance", root / "round2_selection.json", log)
@@ -292,7 +296,7 @@ def evaluate_seed(spec: LadderSpec, seed: int, toks: dict) -> dict:
     if not missing:
         return out
     for name in missing:
-        module, params = load_model(teacher_dir(spec, seed) if name == "teacher" else root / name)
+        module, params = load_model(run_dir(spec, seed, name))
         tok = toks["original"] if module.config.vocab_size == spec.vocab else toks["compact"]
         windows = PackedCorpus(**_parse(_data_spec(spec, tok, module.config.vocab_size)), split="eval").windows()
         out[name] = per_byte_perplexity(module, params, windows, token_bytes(load_tokenizer(tok)))
@@ -303,8 +307,7 @@ def decode_speeds(spec: LadderSpec, seed: int, toks: dict) -> dict:
     """Greedy decode tokens/s of seed ``seed``'s models, rungs interleaved round by round (median)."""
     from jaxlab.train.params_io import load_model
 
-    root = spec.workdir / f"seed{seed}"
-    models = {n: load_model(teacher_dir(spec, seed) if n == "teacher" else root / n) for n in ("teacher",) + RUNGS + CONTROLS}
+    models = {n: load_model(run_dir(spec, seed, n)) for n in ("teacher",) + RUNGS + CONTROLS}
     prompt = np.asarray(load_tokenizer(toks["compact"]).encode("The for statement").ids[:4], np.int32)[None]
     prompt = np.clip(prompt, 0, min(spec.vocab, spec.compact_vocab) - 1)  # ids valid in both vocabularies
     times = {n: [] for n in models}

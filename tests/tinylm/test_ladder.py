@@ -32,9 +32,10 @@ def _teacher_run(tmp_path: pathlib.Path, tokenizer_text: str, steps: int = 7, fa
 def test_shared_teacher_takes_shape_and_steps_from_the_run(tmp_path):
     spec = ladder.shared_teacher(_spec(tmp_path), _teacher_run(tmp_path, "tok"))
     assert spec.teacher == TEACHER and spec.teacher_steps == 7
-    assert ladder.teacher_dir(spec, 1) == ladder.teacher_dir(spec, 2) == tmp_path / "teacher"
+    assert ladder.run_dir(spec, 1, "teacher") == ladder.run_dir(spec, 2, "teacher") == tmp_path / "teacher"
+    assert ladder.run_dir(spec, 2, "baseline") == tmp_path / "ladder" / "seed2" / "baseline"
     own = _spec(tmp_path)
-    assert ladder.teacher_dir(own, 2) == tmp_path / "ladder" / "seed2" / "teacher"
+    assert ladder.run_dir(own, 2, "teacher") == tmp_path / "ladder" / "seed2" / "teacher"
     spec.validate()  # the deeper-narrower shape fits inside the shared teacher
 
 
