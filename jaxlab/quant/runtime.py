@@ -58,7 +58,7 @@ def conv(entry: dict, x_NHWC: jax.Array, k: jax.Array, mode: str, bits: int, act
     def int_product(qx, w, zx, zw):
         return int_conv(qx, w.reshape(shape), zx, zw)
 
-    return _tabled(entry, pad(x_NHWC.astype(jnp.float32), padding), k, mode, bits, act_symmetric, product, int_product)
+    return _tabled(entry, pad(x_NHWC, padding), k, mode, bits, act_symmetric, product, int_product)
 
 
 def _tabled(entry, x, k, mode, bits, act_symmetric, product, int_product):

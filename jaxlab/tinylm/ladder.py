@@ -101,7 +101,7 @@ def check_shared_teacher(spec: LadderSpec, toks: dict, finished: bool) -> None:
         raise ValueError(f"the teacher in {spec.teacher_dir} was trained on data {data['source']}:{data['path']!r}, "
                          f"not on this ladder's original tokenizer {toks['original']} (a BPE of --ladder_vocab="
                          f"{spec.vocab} ids); train it with the ladder (seed<k>/teacher of another workdir)")
-    if finished and not (spec.teacher_dir / "checkpoints" / str(spec.teacher_steps)).exists():
+    if finished and not _trained(spec.teacher_dir, spec.teacher_steps):
         raise ValueError(f"the teacher in {spec.teacher_dir} has no checkpoint at its last step {spec.teacher_steps} "
                          f"(still training?); rerun when it has: the rungs without a teacher are done and kept")
 
@@ -153,10 +153,15 @@ def prepare_tokenizers(spec: LadderSpec, log) -> dict:
             "id_map": np.load(compact / tp.ID_MAP_FILE), "vocab_rows": rows}
 
 
+def _trained(workdir: pathlib.Path, steps: int) -> bool:
+    """Whether the training run in ``workdir`` has its checkpoint at its last step ``steps``."""
+    return (workdir / "checkpoints" / str(steps)).exists()
+
+
 def _train(run_config, workdir: pathlib.Path, log, **kwargs) -> pathlib.Path:
     from jaxlab.train.loop import train
 
-    if (workdir / "checkpoints" / str(kwargs["steps"])).exists():
+    if _trained(workdir, kwargs["steps"]):
         return workdir
     start = time.time()
     train(run_config(**kwargs), str(workdir))
